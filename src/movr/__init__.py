@@ -1,0 +1,3 @@
+"""MovR Global: a low-latency multi-region vehicle-sharing app, its one-machine lab, and its benchmarks."""
+
+__version__ = "0.1.0"

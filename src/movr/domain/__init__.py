@@ -1,0 +1,1 @@
+"""The MovR domain: tables, rules and errors, free of I/O."""

@@ -1,0 +1,75 @@
+"""Pure rules of MovR: validation and derived values, no I/O."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+
+from movr.domain.errors import InvalidInput
+from movr.domain.models import VEHICLE_TYPES
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+MAX_NAME = 64
+MAX_LOCATION = 128
+MIN_PASSWORD = 8
+MAX_PASSWORD = 128
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}$")
+
+
+def check_username(username: str) -> str:
+    if not isinstance(username, str) or not USERNAME_RE.match(username):
+        raise InvalidInput("a username is 3 to 32 letters, digits, '.', '_' or '-'")
+    return username
+
+
+def check_password(password: str) -> str:
+    if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise InvalidInput(f"a password is {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+    return password
+
+
+def check_text(value: str | None, what: str, limit: int = MAX_NAME, required: bool = False) -> str:
+    value = (value or "").strip()
+    if required and not value:
+        raise InvalidInput(f"{what} is required")
+    if len(value) > limit:
+        raise InvalidInput(f"{what} is at most {limit} characters")
+    if any(ord(ch) < 32 for ch in value):
+        raise InvalidInput(f"{what} has control characters")
+    return value
+
+
+def check_email(email: str | None) -> str:
+    email = check_text(email, "email", 254)
+    if email and not EMAIL_RE.match(email):
+        raise InvalidInput("that email address does not look right")
+    return email
+
+
+def check_vehicle_type(kind: str) -> str:
+    if kind not in VEHICLE_TYPES:
+        raise InvalidInput(f"a vehicle type is one of {', '.join(VEHICLE_TYPES)}")
+    return kind
+
+
+def check_uuid(value: str | uuid.UUID, what: str = "id") -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidInput(f"{what} is not a valid UUID") from None
+
+
+def ride_length(start: dt.datetime, end: dt.datetime | None, now: dt.datetime | None = None) -> dt.timedelta:
+    """How long a ride lasted, or has lasted so far if it is still open."""
+    stop = end or now or dt.datetime.now(dt.UTC)
+    return max(stop - start, dt.timedelta(0))
+
+
+def format_length(length: dt.timedelta) -> str:
+    seconds = int(length.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {seconds:02d}s"

@@ -1,0 +1,166 @@
+"""Backends run Work. Service functions never know which one runs them (law 4).
+
+`PostgresBackend` is one PostgreSQL server: every home is that server. The lab's regional backend and
+the CockroachDB backend live beside it and follow the same contract.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable, Sequence
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from movr.domain.errors import StoreUnavailable
+from movr.domain.models import GLOBAL_TABLES, REGIONAL_TABLES
+from movr.geo import Preset
+from movr.store import stats
+from movr.store.transaction import run_transaction
+from movr.store.work import Rows, Statement, Work
+
+ALL_TABLES = (*REGIONAL_TABLES, *GLOBAL_TABLES)
+
+
+class Backend(abc.ABC):
+    """Runs Work as one transaction each, on the servers that home its data."""
+
+    name = "backend"
+
+    def __init__(self, preset: Preset, region: str) -> None:
+        self.preset = preset
+        self.region = region
+
+    def home_region(self, city: str) -> str:
+        return self.preset.region_of(city)
+
+    @abc.abstractmethod
+    def run(self, work: Work) -> list[Rows]:
+        """Rows of each statement, in order."""
+
+    def ping(self) -> bool:
+        """Is the database this app server needs reachable?"""
+        return True
+
+    @abc.abstractmethod
+    def load(self, table: str, rows: Sequence[dict], progress: Callable[[int], None] | None = None) -> None:
+        """Bulk-load rows, each onto the server(s) that home it."""
+
+    @abc.abstractmethod
+    def truncate(self) -> None:
+        """Empty every MovR table everywhere."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without resources
+        pass
+
+
+class ServerPool:
+    """A psycopg pool to one server, in autocommit so a lone statement is its own transaction.
+
+    A single statement then costs one round trip (no BEGIN, no COMMIT); several statements go in one
+    pipeline, BEGIN and COMMIT included, so a whole transaction still costs one round trip.
+    """
+
+    def __init__(self, conninfo: str, region: str, *, wan: bool = False, max_size: int = 8) -> None:
+        self.conninfo = conninfo
+        self.region = region
+        self.wan = wan
+        self.pool = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max_size,
+            kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
+            open=True,
+            timeout=10,
+            name=f"movr-{region}",
+        )
+
+    def execute(self, action: str, statements: Sequence[Statement]) -> list[Rows]:
+        started = time.perf_counter()
+        try:
+            with self.pool.connection() as conn:
+                results = execute_on(conn, statements)
+        except psycopg.OperationalError as error:
+            raise StoreUnavailable(f"the database in {self.region} is not reachable: {error}") from error
+        finally:
+            elapsed = time.perf_counter() - started
+        stats.record(action, len(statements), elapsed, 1 if self.wan else 0, (self.region,))
+        return results
+
+    def copy_rows(self, table: str, rows: Sequence[dict], progress: Callable[[int], None] | None = None) -> None:
+        """COPY rows in (one stream, far fewer round trips than INSERTs)."""
+        if not rows:
+            return
+        columns = list(rows[0])
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for number, row in enumerate(rows, 1):
+                    copy.write_row([row[c] for c in columns])
+                    if progress and number % 500 == 0:
+                        progress(500)
+            if progress:
+                progress(len(rows) % 500)
+
+    def truncate(self, tables: Sequence[str]) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def execute_on(conn: psycopg.Connection, statements: Sequence[Statement]) -> list[Rows]:
+    """Run statements as one transaction in one round trip."""
+    if len(statements) == 1:
+        with conn.cursor() as cur:
+            cur.execute(statements[0].sql, statements[0].params)
+            return [cur.fetchall() if cur.description else []]
+    cursors = []
+    try:
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            for statement in statements:
+                cur = conn.cursor()
+                cur.execute(statement.sql, statement.params)
+                cursors.append(cur)
+            conn.execute("COMMIT")
+        return [cur.fetchall() if cur.description else [] for cur in cursors]
+    except Exception:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        for cur in cursors:
+            cur.close()
+
+
+class PostgresBackend(Backend):
+    """One PostgreSQL server homes everything: the `single` and `hybrid` topologies, and tests."""
+
+    name = "postgres"
+
+    def __init__(self, conninfo: str, preset: Preset, region: str | None = None, *, wan: bool = False) -> None:
+        super().__init__(preset, region or preset.primary_region)
+        self.server = ServerPool(conninfo, preset.primary_region, wan=wan)
+
+    def run(self, work: Work) -> list[Rows]:
+        # One server: unique indexes already make claims global, and a search has one place to look.
+        return run_transaction(lambda: self.server.execute(work.action, work.statements))
+
+    def ping(self) -> bool:
+        try:
+            self.server.execute("ping", [Statement("SELECT 1")])
+        except StoreUnavailable:
+            return False
+        return True
+
+    def load(self, table: str, rows: Sequence[dict], progress: Callable[[int], None] | None = None) -> None:
+        self.server.copy_rows(table, rows, progress)
+
+    def truncate(self) -> None:
+        self.server.truncate(ALL_TABLES)
+
+    def close(self) -> None:
+        self.server.close()

@@ -1,0 +1,70 @@
+"""Counting before timing (law 2): statements, SQL time and WAN round trips of the current request.
+
+A request (or a benchmark step) opens a scope with `measure()`; every backend adds what it did to the
+innermost open scope. Scopes nest, so an action's own figures and the request's total are both kept.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Stats:
+    statements: int = 0
+    sql_seconds: float = 0.0
+    wan_round_trips: int = 0
+    regions: set[str] = field(default_factory=set)
+    statements_by_action: Counter[str] = field(default_factory=Counter)
+    actions: list[str] = field(default_factory=list)
+
+    @property
+    def sql_ms(self) -> float:
+        return self.sql_seconds * 1000.0
+
+    def as_dict(self) -> dict:
+        return {
+            "statements": self.statements,
+            "sql_ms": round(self.sql_ms, 3),
+            "wan_round_trips": self.wan_round_trips,
+            "regions": sorted(self.regions),
+            "actions": list(self.actions),
+        }
+
+
+_scopes: contextvars.ContextVar[tuple[Stats, ...]] = contextvars.ContextVar("movr_stats", default=())
+
+
+@contextmanager
+def measure() -> Iterator[Stats]:
+    stats = Stats()
+    token = _scopes.set((*_scopes.get(), stats))
+    try:
+        yield stats
+    finally:
+        _scopes.reset(token)
+
+
+def record(
+    action: str,
+    statements: int,
+    seconds: float,
+    wan_round_trips: int = 0,
+    regions: tuple[str, ...] = (),
+) -> None:
+    """Add one piece of work to every open scope."""
+    for stats in _scopes.get():
+        stats.statements += statements
+        stats.sql_seconds += seconds
+        stats.wan_round_trips += wan_round_trips
+        stats.regions.update(regions)
+        stats.statements_by_action[action] += statements
+
+
+def note_action(action: str) -> None:
+    for stats in _scopes.get():
+        stats.actions.append(action)

@@ -1,0 +1,73 @@
+"""What an action asks of a backend: statements, where their data lives, and unique claims.
+
+Actions describe their work declaratively so that the backend, not the action, decides the wire
+protocol (one statement as an implicit transaction, several in one pipeline, two-phase commit across
+servers) and the route (the city's home region, a locality-optimized search, the local GLOBAL copy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+HomeKind = Literal["city", "search", "local", "global_write"]
+
+
+@dataclass(frozen=True)
+class Home:
+    """Where the data an action touches lives."""
+
+    kind: HomeKind
+    city: str | None = None
+
+    @classmethod
+    def of_city(cls, city: str) -> Home:
+        """Rows homed in the region of `city` (REGIONAL BY ROW, region computed from city)."""
+        return cls("city", city)
+
+    @classmethod
+    def search(cls) -> Home:
+        """The action names no home: look locally first, then in every other region at once."""
+        return cls("search")
+
+    @classmethod
+    def local(cls) -> Home:
+        """GLOBAL reference data: the copy in the serving region is fresh."""
+        return cls("local")
+
+    @classmethod
+    def global_write(cls) -> Home:
+        """A write to GLOBAL reference data: it must reach every region before it commits."""
+        return cls("global_write")
+
+
+@dataclass(frozen=True)
+class Statement:
+    sql: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UniqueClaim:
+    """A value that must be unique across every region (e.g. a username)."""
+
+    kind: str
+    value: str
+    city: str = ""
+    owner_id: str = ""
+
+
+@dataclass(frozen=True)
+class Work:
+    """One transaction: statements run in order, atomically, on the home of their data."""
+
+    action: str
+    statements: Sequence[Statement]
+    home: Home
+    readonly: bool = False
+    claims: Sequence[UniqueClaim] = ()
+    releases: Sequence[UniqueClaim] = ()
+
+
+Rows = list[dict[str, Any]]
