@@ -1,0 +1,132 @@
+"""The `movr` command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from movr import __version__
+
+
+class CliError(click.ClickException):
+    """Bad input or an impossible request: one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"movr: {self.message}", err=True)
+
+
+def default_run_dir() -> Path:
+    return Path.cwd() / "run"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="movr")
+def main() -> None:
+    """MovR Global: a multi-region vehicle-sharing app, its one-machine lab, and its benchmarks."""
+
+
+@main.command("load")
+@click.option("--preset", default="gcp-3", show_default=True, help="Preset name or TOML file.")
+@click.option("--database-url", envvar="MOVR_DATABASE_URL", help="Load into this database (default: the running lab).")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=default_run_dir, help="The lab's run directory.")
+@click.option("--users", default=90, show_default=True, type=click.IntRange(0, 1_000_000))
+@click.option("--vehicles", default=180, show_default=True, type=click.IntRange(0, 1_000_000))
+@click.option("--rides", default=360, show_default=True, type=click.IntRange(0, 10_000_000))
+@click.option("--seed", default=42, show_default=True, type=int)
+def load_command(
+    preset: str, database_url: str | None, run_dir: Path, users: int, vehicles: int, rides: int, seed: int
+) -> None:
+    """Replace the data with deterministic sample users, vehicles and rides."""
+    from rich.progress import Progress
+
+    from movr.geo import PresetError, load_preset
+    from movr.store.sample import SAMPLE_PASSWORD, generate, load_sample
+
+    try:
+        chosen = load_preset(preset)
+    except PresetError as err:
+        raise CliError(str(err)) from None
+    backend = _backend_for(chosen, database_url, run_dir)
+    try:
+        data = generate(chosen, users=users, vehicles=vehicles, rides=rides, seed=seed)
+        with Progress() as progress:
+            task = progress.add_task("loading", total=data.total)
+            load_sample(backend, data, lambda n: progress.advance(task, n))
+    finally:
+        backend.close()
+    click.echo(
+        f"loaded {users} users, {vehicles} vehicles, {rides} rides (seed {seed}); "
+        f"every sample user's password is {SAMPLE_PASSWORD!r}"
+    )
+
+
+def _backend_for(preset, database_url: str | None, run_dir: Path):
+    from movr.store.factory import ConfigError, make_backend
+
+    try:
+        if database_url:
+            return make_backend(preset, database_url=database_url)
+        from movr.lab.state import LabState, LabStateError
+
+        try:
+            state = LabState.read(run_dir)
+        except LabStateError as err:
+            raise CliError(f"{err}; pass --database-url or start a lab with 'movr lab up'") from None
+        return state.loader_backend()
+    except ConfigError as err:
+        raise CliError(str(err)) from None
+
+
+@main.group("bench")
+def bench_group() -> None:
+    """Experiments that measure every request against the physical floor."""
+
+
+@bench_group.command("actions")
+@click.option("--iterations", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--database-url", envvar="MOVR_DATABASE_URL", help="Use this PostgreSQL (default: start one).")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=default_run_dir)
+def bench_actions_command(iterations: int, database_url: str | None, run_dir: Path) -> None:
+    """Each action's statement count and latency on one local PostgreSQL server."""
+    from movr.demo import run_action_report
+
+    run_action_report(iterations=iterations, database_url=database_url, run_dir=run_dir)
+
+
+@main.command("demo")
+@click.option("--no-serve", is_flag=True, help="Exit after the report instead of serving the web app.")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=default_run_dir)
+def demo_command(no_serve: bool, run_dir: Path) -> None:
+    """The main job: stand MovR up, load it, measure it, and show it."""
+    from movr.demo import run_action_report
+
+    run_action_report(iterations=30, database_url=None, run_dir=run_dir)
+
+
+def _register_optional_commands() -> None:
+    """Commands whose modules are optional at import time (each adds its own group or command)."""
+    import importlib
+
+    for module, attribute, group in (
+        ("movr.bench.links", "links_command", bench_group),
+        ("movr.web.serve", "serve_command", main),
+        ("movr.placement.cli", "db_group", main),
+        ("movr.lab.cli", "lab_group", main),
+        ("movr.bench.journey", "journey_command", bench_group),
+    ):
+        try:
+            command = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError):
+            continue
+        group.add_command(command)
+
+
+_register_optional_commands()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
