@@ -210,6 +210,7 @@ def remove_user(store: Backend, *, city: str, user_id: uuid.UUID | str, username
         ],
         Home.of_city(city),
         releases=[UniqueClaim("username", username, city, str(user_id))],
+        commit_if=lambda results: bool(results[0][0]["removed"]),
     )
     row = _run(store, work)[0][0]
     if row["removed"]:

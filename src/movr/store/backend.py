@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -63,15 +64,20 @@ class ServerPool:
     pipeline, BEGIN and COMMIT included, so a whole transaction still costs one round trip.
     """
 
-    def __init__(self, conninfo: str, region: str, *, wan: bool = False, max_size: int = 8) -> None:
+    def __init__(
+        self, conninfo: str, region: str, *, wan: bool = False, max_size: int = 8, options: str | None = None
+    ) -> None:
         self.conninfo = conninfo
         self.region = region
         self.wan = wan
+        kwargs: dict = {"autocommit": True, "row_factory": dict_row, "prepare_threshold": None}
+        if options:
+            kwargs["options"] = options
         self.pool = ConnectionPool(
             conninfo,
             min_size=1,
             max_size=max_size,
-            kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None},
+            kwargs=kwargs,
             open=True,
             timeout=10,
             name=f"movr-{region}",
@@ -88,6 +94,44 @@ class ServerPool:
             elapsed = time.perf_counter() - started
         stats.record(action, len(statements), elapsed, 1 if self.wan else 0, (self.region,))
         return results
+
+    def prepare(self, gid: str, action: str, statements: Sequence[Statement]) -> list[Rows]:
+        """Phase one of a two-phase commit: run the statements and PREPARE, in one round trip."""
+        started = time.perf_counter()
+        cursors = []
+        try:
+            with self.pool.connection() as conn:
+                try:
+                    with conn.pipeline():
+                        conn.execute("BEGIN")
+                        for statement in statements:
+                            cur = conn.cursor()
+                            cur.execute(statement.sql, statement.params)
+                            cursors.append(cur)
+                        conn.execute(sql.SQL("PREPARE TRANSACTION {}").format(sql.Literal(gid)))
+                    return [cur.fetchall() if cur.description else [] for cur in cursors]
+                except Exception:
+                    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                        conn.execute("ROLLBACK")
+                    raise
+        except psycopg.OperationalError as error:
+            raise StoreUnavailable(f"the database in {self.region} is not reachable: {error}") from error
+        finally:
+            for cur in cursors:
+                cur.close()
+            stats.record(action, len(statements), time.perf_counter() - started, 1 if self.wan else 0, (self.region,))
+
+    def commit_prepared(self, gid: str) -> None:
+        self._finish_prepared("COMMIT PREPARED {}", gid)
+
+    def rollback_prepared(self, gid: str) -> None:
+        self._finish_prepared("ROLLBACK PREPARED {}", gid)
+
+    def _finish_prepared(self, template: str, gid: str) -> None:
+        started = time.perf_counter()
+        with self.pool.connection() as conn:
+            conn.execute(sql.SQL(template).format(sql.Literal(gid)))
+        stats.record("two_phase_commit", 0, time.perf_counter() - started, 1 if self.wan else 0, (self.region,))
 
     def copy_rows(self, table: str, rows: Sequence[dict], progress: Callable[[int], None] | None = None) -> None:
         """COPY rows in (one stream, far fewer round trips than INSERTs)."""

@@ -7,6 +7,7 @@ innermost open scope. Scopes nest, so an action's own figures and the request's 
 from __future__ import annotations
 
 import contextvars
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ class Stats:
         }
 
 
+_lock = threading.Lock()
 _scopes: contextvars.ContextVar[tuple[Stats, ...]] = contextvars.ContextVar("movr_stats", default=())
 
 
@@ -56,8 +58,20 @@ def record(
     wan_round_trips: int = 0,
     regions: tuple[str, ...] = (),
 ) -> None:
-    """Add one piece of work to every open scope."""
-    for stats in _scopes.get():
+    """Add one piece of work to every open scope (threads of one request may add at once)."""
+    with _lock:
+        _add(_scopes.get(), action, statements, seconds, wan_round_trips, regions)
+
+
+def _add(
+    scopes: tuple[Stats, ...],
+    action: str,
+    statements: int,
+    seconds: float,
+    wan_round_trips: int,
+    regions: tuple[str, ...],
+) -> None:
+    for stats in scopes:
         stats.statements += statements
         stats.sql_seconds += seconds
         stats.wan_round_trips += wan_round_trips

@@ -7,7 +7,7 @@ servers) and the route (the city's home region, a locality-optimized search, the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -68,6 +68,10 @@ class Work:
     readonly: bool = False
     claims: Sequence[UniqueClaim] = ()
     releases: Sequence[UniqueClaim] = ()
+    # The action's own test of success, for a backend that must coordinate several servers (a claim
+    # released on one server only if the row went away on another). A single server needs no such
+    # test: a statement that changed nothing there is harmless.
+    commit_if: Callable[[list[list[dict[str, Any]]]], bool] | None = None
 
 
 Rows = list[dict[str, Any]]

@@ -1,0 +1,115 @@
+"""The lab's state file: what runs, where, with which pid — so any later command can find and stop it."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from movr.geo import Preset, load_preset
+
+STATE_FILE = "lab.json"
+
+
+class LabStateError(RuntimeError):
+    """No lab is running in that run directory, or its state file is unreadable."""
+
+
+@dataclass
+class ProcessRecord:
+    name: str
+    kind: str  # links | app | balancer
+    pid: int
+    log: str
+    port: int | None = None
+
+
+@dataclass
+class LabState:
+    run_dir: Path
+    topology: str
+    preset_source: str
+    scale: float
+    plan: dict[str, Any]
+    processes: list[ProcessRecord] = field(default_factory=list)
+    secret_key: str = ""
+    database: str = "movr"
+    started_at: float = 0.0
+
+    @property
+    def preset(self) -> Preset:
+        return load_preset(self.preset_source)
+
+    @property
+    def balancer_url(self) -> str:
+        return f"http://127.0.0.1:{self.plan['balancer_port']}"
+
+    @property
+    def links_control_port(self) -> int:
+        return int(self.plan["links_control_port"])
+
+    def server_dsn(self, region: str, via_link: str | None = None) -> str:
+        """A server's conninfo: direct (administration, bulk loads) or through a named link."""
+        if via_link is None:
+            port = self.plan["servers"][region]["port"]
+        else:
+            port = next(link["listen_port"] for link in self.plan["links"] if link["name"] == via_link)
+        return f"host=127.0.0.1 port={port} user=postgres dbname={self.database}"
+
+    def loader_backend(self):
+        """A backend for bulk loads: straight to the servers (an operator's load is not a user's request)."""
+        from movr.store.backend import PostgresBackend
+        from movr.store.regional import RegionalPostgresBackend
+
+        preset = self.preset
+        if self.topology == "multi":
+            return RegionalPostgresBackend(
+                {r: self.server_dsn(r) for r in self.plan["servers"]}, preset, preset.primary_region
+            )
+        return PostgresBackend(self.server_dsn(preset.primary_region), preset)
+
+    def write(self) -> None:
+        path = self.run_dir / STATE_FILE
+        data = {
+            "topology": self.topology,
+            "preset_source": self.preset_source,
+            "scale": self.scale,
+            "plan": self.plan,
+            "processes": [vars(p) for p in self.processes],
+            "secret_key": self.secret_key,
+            "database": self.database,
+            "started_at": self.started_at,
+        }
+        tmp = path.with_suffix(".tmp")
+        # The state holds the lab's session secret: readable by its owner only.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+        tmp.replace(path)
+
+    @classmethod
+    def read(cls, run_dir: Path) -> LabState:
+        path = Path(run_dir) / STATE_FILE
+        if not path.exists():
+            raise LabStateError(f"no lab is running in {run_dir}")
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                run_dir=Path(run_dir),
+                topology=data["topology"],
+                preset_source=data["preset_source"],
+                scale=float(data["scale"]),
+                plan=data["plan"],
+                processes=[ProcessRecord(**p) for p in data.get("processes", [])],
+                secret_key=data.get("secret_key", ""),
+                database=data.get("database", "movr"),
+                started_at=float(data.get("started_at", 0)),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise LabStateError(f"the lab state file {path} is unreadable: {err}") from None
+
+    @staticmethod
+    def remove(run_dir: Path) -> None:
+        (Path(run_dir) / STATE_FILE).unlink(missing_ok=True)

@@ -1,0 +1,354 @@
+"""Stand a lab up and take it down: real processes with ports, logs and a state file (law 6).
+
+`lab_up` starts, in order: the PostgreSQL servers (schema on each), the links process, GLOBAL-table
+replication (multi), one app server per region, and the balancer; if any step fails it stops what it
+started. `lab_down` stops everything the state file names, then any postgres left under the run dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import psycopg
+
+from movr.geo import Preset
+from movr.lab.layout import LabPlan, Topology, link_name, plan_lab
+from movr.lab.links import dump_specs
+from movr.lab.pgserver import LAB_DEFAULTS, PostgresServer, stop_stray_servers
+from movr.lab.state import LabState, LabStateError, ProcessRecord
+from movr.store.regional import DIRECTORY_DDL
+from movr.store.schema import create_schema
+
+DATABASE = "movr"
+READY_TIMEOUT = 60.0
+Say = Callable[[str], None]
+
+
+class LabError(RuntimeError):
+    """The lab could not be stood up; the message says which part and where its log is."""
+
+
+def subscription_name(region: str) -> str:
+    return "movr_global_" + region.replace("-", "_")
+
+
+def lab_up(
+    run_dir: Path,
+    preset: Preset,
+    preset_source: str,
+    topology: Topology,
+    scale: float,
+    say: Say = lambda _: None,
+    app_workers: int = 2,
+) -> LabState:
+    run_dir = run_dir.resolve()
+    try:
+        existing = LabState.read(run_dir)
+    except LabStateError:
+        existing = None
+    if existing is not None:
+        raise LabError(f"a lab is already running in {run_dir}; stop it with 'movr lab down'")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "logs").mkdir(exist_ok=True)
+    plan = plan_lab(preset, topology, scale, preset_source)
+    state = LabState(
+        run_dir,
+        topology,
+        preset_source,
+        scale,
+        plan.as_dict(),
+        secret_key=secrets.token_hex(32),
+        database=DATABASE,
+        started_at=time.time(),
+    )
+    state.write()  # written first, so that `lab down` can clean up even a half-started lab
+    try:
+        _start_servers(run_dir, plan, preset, say)
+        _start_links(state, plan, say)
+        if topology == "multi" and len(plan.servers) > 1:
+            _replicate_global_tables(state, plan, preset, say)
+        _start_apps(state, plan, preset, app_workers, say)
+        _start_balancer(state, plan, say)
+    except BaseException:
+        say("bring-up failed; stopping what was started")
+        lab_down(run_dir)
+        raise
+    return state
+
+
+def _server(run_dir: Path, plan_server) -> PostgresServer:
+    name, port = (
+        (plan_server.name, plan_server.port)
+        if hasattr(plan_server, "name")
+        else (plan_server["name"], plan_server["port"])
+    )
+    return PostgresServer(name=name, base_dir=run_dir / "servers" / name, port=port)
+
+
+def _start_servers(run_dir: Path, plan: LabPlan, preset: Preset, say: Say) -> None:
+    for region, server_plan in plan.servers.items():
+        say(f"PostgreSQL 18 for {region} on 127.0.0.1:{server_plan.port}")
+        server = _server(run_dir, server_plan)
+        # Commits are local by default; only GLOBAL writes ask to wait for the other regions.
+        server.init({**LAB_DEFAULTS, "synchronous_commit": "local", "wal_sender_timeout": "0"})
+        server.start()
+        server.create_database(DATABASE)
+        dsn = server.dsn(DATABASE)
+        create_schema(dsn)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(DIRECTORY_DDL)
+
+
+def _spawn(
+    state: LabState, name: str, kind: str, argv: list[str], port: int | None, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    log_path = state.run_dir / "logs" / f"{name}.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # Ctrl-C reaches us, and we stop children in order
+        )
+    state.processes.append(ProcessRecord(name, kind, process.pid, str(log_path), port))
+    state.write()
+    return process
+
+
+def _wait_http(url: str, process: subprocess.Popen, name: str, log: Path, timeout: float = READY_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LabError(f"{name} exited with status {process.returncode}; its log:\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status < 500:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)  # polling for readiness, not distance
+    raise LabError(f"{name} did not become ready at {url} within {timeout:.0f} s; its log:\n{_tail(log)}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _start_links(state: LabState, plan: LabPlan, say: Say) -> None:
+    spec_path = state.run_dir / "links.json"
+    dump_specs(plan.links, spec_path)
+    say(f"{len(plan.links)} links (WAN delay x{plan.scale:g}), control on 127.0.0.1:{plan.links_control_port}")
+    process = _spawn(
+        state,
+        "links",
+        "links",
+        [
+            sys.executable,
+            "-m",
+            "movr.lab.links",
+            "--spec",
+            str(spec_path),
+            "--control-port",
+            str(plan.links_control_port),
+        ],
+        plan.links_control_port,
+    )
+    _wait_http(
+        f"http://127.0.0.1:{plan.links_control_port}/links", process, "links", state.run_dir / "logs" / "links.log"
+    )
+
+
+def _replicate_global_tables(state: LabState, plan: LabPlan, preset: Preset, say: Say) -> None:
+    """GLOBAL tables: published by the primary region's server, subscribed by every other region's."""
+    primary = preset.primary_region
+    primary_server = plan.servers[primary]
+    say(f"GLOBAL table promo_codes: replicated from {primary} to every region, writes wait for all")
+    with psycopg.connect(state.server_dsn(primary), autocommit=True) as conn:
+        conn.execute("CREATE PUBLICATION movr_global FOR TABLE promo_codes")
+    names = []
+    for region in plan.servers:
+        if region == primary:
+            continue
+        name = subscription_name(region)
+        names.append(name)
+        link = plan.link("repl", region, primary_server.name)
+        source = f"host=127.0.0.1 port={link.listen_port} user=postgres dbname={DATABASE}"
+        with psycopg.connect(state.server_dsn(region), autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION movr_global").format(
+                    psycopg.sql.Identifier(name), psycopg.sql.Literal(source)
+                )
+            )
+    with psycopg.connect(state.server_dsn(primary), autocommit=True) as conn:
+        standby_names = f"FIRST {len(names)} ({', '.join(names)})"
+        conn.execute(
+            psycopg.sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(
+                psycopg.sql.Literal(standby_names)
+            )
+        )
+        conn.execute("SELECT pg_reload_conf()")
+        # Wait until every subscriber streams, so the first GLOBAL write does not hang on a late one.
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            streaming = conn.execute(
+                "SELECT count(*) FROM pg_stat_replication WHERE application_name = ANY(%s) AND state = 'streaming'",
+                (names,),
+            ).fetchone()[0]
+            if streaming == len(names):
+                return
+            time.sleep(0.1)  # polling for readiness, not distance
+    raise LabError("GLOBAL-table subscribers did not start streaming; see the servers' postgres.log")
+
+
+def _app_env(state: LabState, plan: LabPlan, preset: Preset, region: str) -> dict[str, str]:
+    env = {
+        "MOVR_PRESET": state.preset_source,
+        "MOVR_REGION": region,
+        "MOVR_SECRET_KEY": state.secret_key,
+        "MOVR_TOPOLOGY": plan.topology,
+    }
+    if plan.topology == "multi":
+        urls = {
+            server_region: "postgresql://postgres@127.0.0.1:"
+            f"{plan.link('app', region, server.name).listen_port}/{DATABASE}"
+            for server_region, server in plan.servers.items()
+        }
+        env["MOVR_REGION_DATABASE_URLS"] = json.dumps(urls)
+    else:
+        server = plan.servers[preset.primary_region]
+        env["MOVR_DATABASE_URL"] = (
+            f"postgresql://postgres@127.0.0.1:{plan.link('app', region, server.name).listen_port}/{DATABASE}"
+        )
+        env["MOVR_DATABASE_WAN"] = "1" if region != preset.primary_region else "0"
+    return env
+
+
+def _start_apps(state: LabState, plan: LabPlan, preset: Preset, workers: int, say: Say) -> None:
+    started = []
+    for region in plan.app_regions:
+        port = plan.app_ports[region]
+        say(f"app server for {region} on 127.0.0.1:{port}")
+        process = _spawn(
+            state,
+            f"app-{region}",
+            "app",
+            [
+                sys.executable,
+                "-m",
+                "movr.web.serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--region",
+                region,
+                "--preset",
+                state.preset_source,
+            ],
+            port,
+            _app_env(state, plan, preset, region),
+        )
+        started.append((region, port, process))
+    for region, port, process in started:
+        _wait_http(
+            f"http://127.0.0.1:{port}/healthz",
+            process,
+            f"app server {region}",
+            state.run_dir / "logs" / f"app-{region}.log",
+        )
+
+
+def _start_balancer(state: LabState, plan: LabPlan, say: Say) -> None:
+    config = {
+        "preset": state.preset_source,
+        "scale": plan.scale,
+        "topology": plan.topology,
+        "primary_region": state.preset.primary_region,
+        "apps": {region: f"http://127.0.0.1:{port}" for region, port in plan.app_ports.items()},
+        "default_city": None,
+    }
+    config_path = state.run_dir / "balancer.json"
+    config_path.write_text(json.dumps(config, indent=2))
+    say(f"balancer on http://127.0.0.1:{plan.balancer_port}")
+    process = _spawn(
+        state,
+        "balancer",
+        "balancer",
+        [sys.executable, "-m", "movr.lab.balancer", "--config", str(config_path), "--port", str(plan.balancer_port)],
+        plan.balancer_port,
+    )
+    _wait_http(
+        f"http://127.0.0.1:{plan.balancer_port}/_balancer/status",
+        process,
+        "balancer",
+        state.run_dir / "logs" / "balancer.log",
+    )
+
+
+def lab_down(run_dir: Path, timeout: float = 10.0) -> list[str]:
+    """Stop everything; idempotent, and thorough even when the state file is gone or stale."""
+    run_dir = run_dir.resolve()
+    stopped: list[str] = []
+    try:
+        state = LabState.read(run_dir)
+    except LabStateError:
+        state = None
+    if state is not None:
+        for record in reversed(state.processes):
+            if _terminate(record.pid, timeout):
+                stopped.append(record.name)
+        for server in state.plan.get("servers", {}).values():
+            pg = _server(run_dir, server)
+            if pg.is_running():
+                pg.stop(timeout=timeout)
+                stopped.append(server["name"])
+    for data_dir in stop_stray_servers(run_dir):
+        stopped.append(str(data_dir))
+    LabState.remove(run_dir)
+    return stopped
+
+
+def _terminate(pid: int, timeout: float) -> bool:
+    """SIGTERM a process and its children, then SIGKILL what is left."""
+    try:
+        process = psutil.Process(pid)
+        family = [*process.children(recursive=True), process]
+    except psutil.NoSuchProcess:
+        return False
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(family, timeout=timeout)
+    for member in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    psutil.wait_procs(alive, timeout=timeout)
+    return True
+
+
+def link_counters(state: LabState) -> dict[str, dict[str, int]]:
+    from movr.lab.links import fetch_counters
+
+    return fetch_counters(state.links_control_port)
+
+
+__all__ = ["LabError", "lab_down", "lab_up", "link_counters", "link_name"]

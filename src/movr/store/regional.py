@@ -1,0 +1,213 @@
+"""RegionalPostgresBackend: the lab's multi-region database, one PostgreSQL primary per region.
+
+How CockroachDB's multi-region features are realized here (ARCHITECTURE.md, "Semantics map"):
+- REGIONAL BY ROW, region computed from city: a row lives on the primary of its city's region, and
+  work that names a city goes to that server only.
+- Locality-optimized search: work that names no home (log in by username) runs on the local server
+  first, then on every other region's server at once; the first that finds rows answers.
+- Global UNIQUE (usernames): a `username_directory` row homed on a region chosen by a hash of the name,
+  written in the same transaction as the user: on one server when the user's region is the directory's,
+  else by two-phase commit (one parallel PREPARE round, one COMMIT PREPARED round). The directory's
+  primary key makes two sign-ups for one name in two regions race-free: the second waits on the first's
+  prepared row and then fails.
+- GLOBAL tables: written on the primary region's server with `synchronous_commit = remote_apply` to
+  logical-replication subscribers in every other region, so reads anywhere are local and fresh.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from movr.domain.errors import StoreUnavailable
+from movr.geo import Preset
+from movr.store.backend import Backend, ServerPool
+from movr.store.transaction import run_transaction
+from movr.store.work import Rows, Statement, UniqueClaim, Work
+
+DIRECTORY_DDL = """
+CREATE TABLE IF NOT EXISTS username_directory (
+    username varchar(64) PRIMARY KEY,
+    city varchar(64) NOT NULL,
+    user_id uuid NOT NULL
+)
+"""
+REGIONAL_TABLES_IN_LAB = ("rides", "vehicles", "users", "username_directory")
+
+
+def directory_region(preset: Preset, value: str) -> str:
+    """The region that homes a unique value's directory entry: stable across processes and runs."""
+    regions = sorted(preset.region_names)
+    digest = hashlib.blake2b(value.encode(), digest_size=8).digest()
+    return regions[int.from_bytes(digest, "big") % len(regions)]
+
+
+def claim_statement(claim: UniqueClaim) -> Statement:
+    return Statement(
+        "INSERT INTO username_directory (username, city, user_id) VALUES (%(username)s, %(city)s, %(user_id)s)",
+        {"username": claim.value, "city": claim.city, "user_id": claim.owner_id},
+    )
+
+
+def release_statement(claim: UniqueClaim) -> Statement:
+    # Conditional on the user being gone: when the directory shares the user's server, this runs after
+    # the user's DELETE in the same transaction and sees whether it happened.
+    return Statement(
+        "DELETE FROM username_directory WHERE username = %(username)s AND user_id = %(user_id)s"
+        " AND NOT EXISTS (SELECT 1 FROM users WHERE city = %(city)s AND id = %(user_id)s)",
+        {"username": claim.value, "city": claim.city, "user_id": claim.owner_id},
+    )
+
+
+class RegionalPostgresBackend(Backend):
+    name = "regional-postgres"
+
+    def __init__(self, region_urls: dict[str, str], preset: Preset, region: str, *, pool_size: int = 8) -> None:
+        super().__init__(preset, region)
+        missing = set(preset.region_names) - set(region_urls)
+        if missing:
+            raise ValueError(f"no database URL for region(s) {', '.join(sorted(missing))}")
+        self.servers = {
+            name: ServerPool(_conninfo(url), name, wan=name != region, max_size=pool_size)
+            for name, url in region_urls.items()
+        }
+        self._global_writer: ServerPool | None = None
+        self._global_url = _conninfo(region_urls[preset.primary_region])
+        self._pool = ThreadPoolExecutor(max_workers=4 * len(self.servers), thread_name_prefix="movr-regional")
+
+    # --- routing ------------------------------------------------------------------------------------
+
+    def run(self, work: Work) -> list[Rows]:
+        home = work.home
+        if home.kind == "city":
+            assert home.city is not None
+            region = self.home_region(home.city)
+            if work.claims or work.releases:
+                return run_transaction(lambda: self._run_with_directory(work, region))
+            return self._on(region, work)
+        if home.kind == "local":
+            return self._on(self.region, work)
+        if home.kind == "search":
+            return self._search(work)
+        if home.kind == "global_write":
+            return run_transaction(lambda: self.global_writer.execute(work.action, work.statements))
+        raise ValueError(f"unknown home {home}")
+
+    def _on(self, region: str, work: Work) -> list[Rows]:
+        server = self.servers[region]
+        return run_transaction(lambda: server.execute(work.action, work.statements))
+
+    def _search(self, work: Work) -> list[Rows]:
+        """Locality-optimized search: local first; if nothing is found, every other region at once."""
+        local = self._on(self.region, work)
+        if local[0]:
+            return local
+        others = [name for name in self.servers if name != self.region]
+        pending = {self._submit(self._on, name, work) for name in others}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                results = future.result()
+                if results[0]:
+                    return results
+        return local
+
+    @property
+    def global_writer(self) -> ServerPool:
+        if self._global_writer is None:
+            self._global_writer = ServerPool(
+                self._global_url,
+                self.preset.primary_region,
+                wan=self.preset.primary_region != self.region,
+                max_size=2,
+                options="-c synchronous_commit=remote_apply",
+            )
+        return self._global_writer
+
+    # --- global uniqueness --------------------------------------------------------------------------
+
+    def _run_with_directory(self, work: Work, user_region: str) -> list[Rows]:
+        parts: dict[str, list[Statement]] = {user_region: list(work.statements)}
+        for claim in work.claims:
+            parts.setdefault(directory_region(self.preset, claim.value), []).append(claim_statement(claim))
+        for claim in work.releases:
+            parts.setdefault(directory_region(self.preset, claim.value), []).append(release_statement(claim))
+        if len(parts) == 1:
+            return self.servers[user_region].execute(work.action, parts[user_region])[: len(work.statements)]
+        return self._two_phase(work, user_region, parts)
+
+    def _two_phase(self, work: Work, user_region: str, parts: dict[str, list[Statement]]) -> list[Rows]:
+        gid = f"movr-{uuid.uuid4()}"
+        futures = {
+            region: self._submit(self.servers[region].prepare, gid, work.action, stmts)
+            for region, stmts in parts.items()
+        }
+        prepared, failure = [], None
+        for region, future in futures.items():
+            try:
+                future.result()
+                prepared.append(region)
+            except Exception as error:  # re-raised below, after the prepared parts are rolled back
+                failure = failure or error
+        results = futures[user_region].result() if user_region in prepared else None
+        commit = failure is None and (work.commit_if is None or work.commit_if(results or []))
+        finish = ServerPool.commit_prepared if commit else ServerPool.rollback_prepared
+        for future in [self._submit(finish, self.servers[region], gid) for region in prepared]:
+            future.result()
+        if failure is not None:
+            raise failure
+        assert results is not None
+        return results[: len(work.statements)]
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        # Each thread records into the same request's counters.
+        context = contextvars.copy_context()
+        return self._pool.submit(context.run, fn, *args)
+
+    # --- bulk loading and housekeeping --------------------------------------------------------------
+
+    def load(self, table: str, rows: Sequence[dict], progress: Callable[[int], None] | None = None) -> None:
+        if table == "promo_codes":
+            # GLOBAL: written once on the primary region's server; replication copies it everywhere.
+            self.servers[self.preset.primary_region].copy_rows(table, rows, progress)
+            return
+        by_region: dict[str, list[dict]] = {}
+        for row in rows:
+            by_region.setdefault(self.home_region(row["city"]), []).append(row)
+        for region, region_rows in by_region.items():
+            self.servers[region].copy_rows(table, region_rows, progress)
+        if table == "users":
+            entries: dict[str, list[dict]] = {}
+            for row in rows:
+                entries.setdefault(directory_region(self.preset, row["username"]), []).append(
+                    {"username": row["username"], "city": row["city"], "user_id": row["id"]}
+                )
+            for region, region_rows in entries.items():
+                self.servers[region].copy_rows("username_directory", region_rows)
+
+    def truncate(self) -> None:
+        for server in self.servers.values():
+            server.truncate(REGIONAL_TABLES_IN_LAB)
+        self.servers[self.preset.primary_region].truncate(("promo_codes",))
+
+    def ping(self) -> bool:
+        try:
+            self.servers[self.region].execute("ping", [Statement("SELECT 1")])
+        except StoreUnavailable:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for server in self.servers.values():
+            server.close()
+        if self._global_writer is not None:
+            self._global_writer.close()
+
+
+def _conninfo(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
