@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from movr import __version__
+
+if TYPE_CHECKING:
+    pass
 
 
 class CliError(click.ClickException):

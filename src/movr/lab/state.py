@@ -6,9 +6,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from movr.geo import Preset, load_preset
+
+if TYPE_CHECKING:
+    pass
 
 STATE_FILE = "lab.json"
 

@@ -78,7 +78,8 @@ def register(
     city = _city(store, city)
     username = rules.check_username(username)
     if password_hash is None:
-        password_hash = hash_password(rules.check_password(password))
+        with stats.cpu_work():
+            password_hash = hash_password(rules.check_password(password))
     user_id = user_id or uuid.uuid4()
     params = {
         "city": city,
@@ -128,7 +129,9 @@ def authenticate(store: Backend, *, username: str, password: str) -> UserRecord:
         username=username,
     )
     row = rows[0] if rows else None
-    if not verify_password(row["password_hash"] if row else None, password[: rules.MAX_PASSWORD]):
+    with stats.cpu_work():
+        verified = verify_password(row["password_hash"] if row else None, password[: rules.MAX_PASSWORD])
+    if not verified:
         raise errors.BadCredentials()
     assert row is not None
     return _user(row)

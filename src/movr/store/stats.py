@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ class Stats:
     statements: int = 0
     sql_seconds: float = 0.0
     wan_round_trips: int = 0
+    cpu_seconds: float = 0.0
     regions: set[str] = field(default_factory=set)
     statements_by_action: Counter[str] = field(default_factory=Counter)
     actions: list[str] = field(default_factory=list)
@@ -32,6 +34,7 @@ class Stats:
             "statements": self.statements,
             "sql_ms": round(self.sql_ms, 3),
             "wan_round_trips": self.wan_round_trips,
+            "cpu_ms": round(self.cpu_seconds * 1000, 3),
             "regions": sorted(self.regions),
             "actions": list(self.actions),
         }
@@ -82,3 +85,16 @@ def _add(
 def note_action(action: str) -> None:
     for stats in _scopes.get():
         stats.actions.append(action)
+
+
+@contextmanager
+def cpu_work() -> Iterator[None]:
+    """Time deliberate local CPU work (password hashing): part of the physical floor, not overhead."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        elapsed = time.perf_counter() - started
+        with _lock:
+            for stats in _scopes.get():
+                stats.cpu_seconds += elapsed

@@ -1,0 +1,481 @@
+"""`movr bench journey`: the tutorial's eight steps from client cities, per topology, against the floor.
+
+For every step it records what the client saw (latency), what the app reported (statements, SQL time,
+the region that served, local CPU work such as password hashing), and what the links counted (WAN
+round trips of the app's database traffic). The physical floor of a step (law 3) is
+
+    client<->serving-region RTT + unavoidable WAN round trips x their RTT + local CPU work
+
+where the unavoidable WAN round trips depend on the topology: none in `single` (app and data together)
+and in `multi` for data homed in the client's region; one per statement to the primary region in
+`hybrid`; and for a `multi` sign-up whose username directory is homed elsewhere, the two rounds of a
+two-phase commit (prepare, commit) to that region.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import secrets
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import requests
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from movr import __version__
+from movr.geo import Preset, PresetError, load_preset
+from movr.lab.layout import TOPOLOGIES
+from movr.lab.state import LabState
+from movr.store.regional import directory_region
+
+STEPS = ("sign up", "log in", "view vehicles", "add vehicle", "start ride", "end ride", "view rides", "log out")
+PASSWORD = "journey-password-1"
+console = Console()
+
+
+@dataclass
+class StepResult:
+    step: str
+    status: int
+    client_ms: float
+    statements: int
+    sql_ms: float
+    cpu_ms: float
+    served_by: str
+    data_regions: list[str]
+    app_wan_round_trips: int
+    link_wan_round_trips: int
+    floor_ms: float
+    unavoidable_wan: int
+
+    @property
+    def excess_ms(self) -> float:
+        return self.client_ms - self.floor_ms
+
+
+@dataclass
+class JourneyRun:
+    topology: str
+    city: str
+    username: str
+    directory_region: str
+    steps: list[StepResult] = field(default_factory=list)
+
+
+class JourneyError(RuntimeError):
+    pass
+
+
+class JourneyClient:
+    """A MovR user in a city, talking to the balancer's one URL like a browser would."""
+
+    def __init__(self, base_url: str, city: str) -> None:
+        self.base = base_url.rstrip("/") + "/api/v1"
+        self.http = requests.Session()
+        self.http.headers["X-Client-City"] = city
+        self.city = city
+
+    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        response = self.http.request(method, self.base + path, timeout=60, **kwargs)
+        if response.status_code >= 400:
+            raise JourneyError(f"{method} {path} -> {response.status_code}: {response.text[:300]}")
+        return response
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def journey_steps(client: JourneyClient, username: str) -> list[tuple[str, Callable[[], requests.Response]]]:
+    """The eight steps, each a closure over what earlier steps returned."""
+    found: dict[str, Any] = {}
+    city = client.city
+
+    def sign_up() -> requests.Response:
+        return client.call(
+            "POST",
+            "/users",
+            json={
+                "city": city,
+                "username": username,
+                "password": PASSWORD,
+                "first_name": "Journey",
+                "last_name": "Bench",
+            },
+        )
+
+    def log_in() -> requests.Response:
+        response = client.call("POST", "/sessions", json={"username": username, "password": PASSWORD})
+        token = response.json().get("token")
+        if token:
+            client.http.headers["Authorization"] = f"Bearer {token}"
+        return response
+
+    def view_vehicles() -> requests.Response:
+        return client.call("GET", f"/cities/{city}/vehicles")
+
+    def add_vehicle() -> requests.Response:
+        response = client.call(
+            "POST", "/vehicles", json={"type": "scooter", "brand": "Vespa", "color": "red", "location": "Main St"}
+        )
+        found["vehicle"] = response.json()
+        return response
+
+    def start_ride() -> requests.Response:
+        response = client.call("POST", "/rides", json={"city": city, "vehicle_id": found["vehicle"]["id"]})
+        found["ride"] = response.json()
+        return response
+
+    def end_ride() -> requests.Response:
+        ride = found["ride"]
+        return client.call("PATCH", f"/rides/{ride['city']}/{ride['id']}", json={"location": "Station"})
+
+    def view_rides() -> requests.Response:
+        return client.call("GET", "/rides")
+
+    def log_out() -> requests.Response:
+        response = client.call("DELETE", "/sessions")
+        client.http.headers.pop("Authorization", None)
+        return response
+
+    return list(
+        zip(
+            STEPS, (sign_up, log_in, view_vehicles, add_vehicle, start_ride, end_ride, view_rides, log_out), strict=True
+        )
+    )
+
+
+def unavoidable_wan(
+    preset: Preset, topology: str, step: str, served_by: str, city: str, username: str, statements: int
+) -> list[float]:
+    """The RTTs (ms, unscaled) of the WAN round trips this step cannot avoid in this topology."""
+    primary = preset.primary_region
+    if topology == "single":
+        return []
+    if topology == "hybrid":
+        return [preset.rtt_ms(served_by, primary)] * statements if served_by != primary else []
+    home = preset.region_of(city)
+    rtts = [preset.rtt_ms(served_by, home)] * statements if served_by != home else []
+    if step == "sign up":
+        directory = directory_region(preset, username)
+        if directory != served_by:
+            rtts += [preset.rtt_ms(served_by, directory)] * 2
+    return rtts
+
+
+def wan_app_links(plan: dict[str, Any]) -> set[str]:
+    """The links that carry app servers' database traffic across regions."""
+    return {link["name"] for link in plan["links"] if link["name"].startswith("app:") and link["kind"] == "wan"}
+
+
+def round_trips_on(links: set[str], before: dict[str, dict], after: dict[str, dict]) -> int:
+    return sum(
+        after[name]["round_trips"] - before.get(name, {}).get("round_trips", 0) for name in links if name in after
+    )
+
+
+def run_journey(state: LabState, preset: Preset, city: str, scale: float, username: str | None = None) -> JourneyRun:
+    from movr.lab.links import fetch_counters
+
+    username = username or f"j{city.replace(' ', '')[:10]}{secrets.token_hex(4)}"
+    run = JourneyRun(state.topology, city, username, directory_region(preset, username))
+    client = JourneyClient(state.balancer_url, city)
+    wan_links = wan_app_links(state.plan)
+    try:
+        for step, call in journey_steps(client, username):
+            before = fetch_counters(state.links_control_port)
+            started = time.perf_counter()
+            response = call()
+            client_ms = (time.perf_counter() - started) * 1000
+            after = fetch_counters(state.links_control_port)
+            headers = response.headers
+            served_by = headers.get("X-Movr-Region", "")
+            statements = int(headers.get("X-Movr-Statements", 0))
+            cpu_ms = float(headers.get("X-Movr-Cpu-Ms", 0))
+            wan = unavoidable_wan(preset, state.topology, step, served_by, city, username, statements)
+            floor = preset.client_rtt_ms(city, served_by) * scale + sum(wan) * scale + cpu_ms
+            run.steps.append(
+                StepResult(
+                    step=step,
+                    status=response.status_code,
+                    client_ms=client_ms,
+                    statements=statements,
+                    sql_ms=float(headers.get("X-Movr-Sql-Ms", 0)),
+                    cpu_ms=cpu_ms,
+                    served_by=served_by,
+                    data_regions=[r for r in headers.get("X-Movr-Data-Regions", "").split(",") if r],
+                    app_wan_round_trips=int(headers.get("X-Movr-Wan-Round-Trips", 0)),
+                    link_wan_round_trips=round_trips_on(wan_links, before, after),
+                    floor_ms=floor,
+                    unavoidable_wan=len(wan),
+                )
+            )
+    finally:
+        client.close()
+    return run
+
+
+def summarize(runs: list[JourneyRun]) -> list[dict[str, Any]]:
+    """Median per (topology, city, step) over repeated journeys."""
+    groups: dict[tuple[str, str, str], list[StepResult]] = {}
+    for run in runs:
+        for result in run.steps:
+            groups.setdefault((run.topology, run.city, result.step), []).append(result)
+    rows = []
+    for (topology, city, step), results in groups.items():
+        rows.append(
+            {
+                "topology": topology,
+                "city": city,
+                "step": step,
+                "served_by": results[0].served_by,
+                "client_ms": statistics.median(r.client_ms for r in results),
+                "sql_ms": statistics.median(r.sql_ms for r in results),
+                "floor_ms": statistics.median(r.floor_ms for r in results),
+                "excess_ms": statistics.median(r.excess_ms for r in results),
+                "statements": max(r.statements for r in results),
+                "wan_round_trips": max(r.link_wan_round_trips for r in results),
+                "samples": len(results),
+            }
+        )
+    return rows
+
+
+def ratios(rows: list[dict[str, Any]], city: str) -> dict[str, float | None]:
+    """Average SQL latency of a city's steps whose data is homed there (all but sign-up), per topology,
+    and the ratios against `multi`."""
+
+    def avg_sql(topology: str) -> float | None:
+        values = [
+            r["sql_ms"]
+            for r in rows
+            if r["topology"] == topology and r["city"] == city and r["step"] != "sign up" and r["statements"] > 0
+        ]
+        return statistics.mean(values) if values else None
+
+    result: dict[str, float | None] = {f"{t}_avg_sql_ms": avg_sql(t) for t in TOPOLOGIES}
+    multi = result["multi_avg_sql_ms"]
+    for topology in ("single", "hybrid"):
+        value = result[f"{topology}_avg_sql_ms"]
+        result[f"{topology}/multi"] = value / multi if value is not None and multi else None
+    return result
+
+
+def run_benchmark(
+    *,
+    preset_source: str,
+    scale: float,
+    cities: list[str],
+    topologies: list[str],
+    repeats: int,
+    run_dir: Path,
+    json_path: Path | None,
+    plot_path: Path | None,
+) -> dict[str, Any]:
+    from movr.lab.supervisor import lab_down, lab_up
+    from movr.store.sample import generate, load_sample
+
+    preset = load_preset(preset_source)
+    runs: list[JourneyRun] = []
+    with Progress(console=console) as progress:
+        task = progress.add_task("journeys", total=len(topologies) * len(cities) * repeats)
+        for topology in topologies:
+            lab_dir = run_dir / f"journey-{topology}"
+            progress.update(task, description=f"{topology}: standing the lab up")
+            state = lab_up(lab_dir, preset, preset_source, topology, scale)
+            try:
+                loader = state.loader_backend()
+                try:
+                    load_sample(
+                        loader,
+                        generate(
+                            preset,
+                            users=len(preset.cities) * 3,
+                            vehicles=len(preset.cities) * 3,
+                            rides=len(preset.cities) * 3,
+                            seed=7,
+                        ),
+                    )
+                finally:
+                    loader.close()
+                progress.update(task, description=f"{topology}: warming up")
+                for city in cities:
+                    run_journey(state, preset, city, scale)  # warm pools and caches; not recorded
+                for city in cities:
+                    for _ in range(repeats):
+                        progress.update(task, description=f"{topology}: from {city}")
+                        runs.append(run_journey(state, preset, city, scale))
+                        progress.advance(task)
+            finally:
+                lab_down(lab_dir)
+    rows = summarize(runs)
+    result = {
+        "benchmark": "journey",
+        "preset": preset.name,
+        "scale": scale,
+        "repeats": repeats,
+        "cities": cities,
+        "topologies": topologies,
+        "versions": {"movr": __version__, "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "processor": platform.machine()},
+        "rows": rows,
+        "ratios": {city: ratios(rows, city) for city in cities},
+        "runs": [{**asdict(run), "steps": [asdict(s) for s in run.steps]} for run in runs],
+    }
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2, default=str))
+    if plot_path:
+        plot_journey(rows, cities, topologies, plot_path, preset.name, scale)
+    return result
+
+
+def print_report(result: dict[str, Any]) -> None:
+    rows = result["rows"]
+    for city in result["cities"]:
+        table = Table(
+            title=f"journey from {city} — preset {result['preset']}, delays x{result['scale']:g}, "
+            f"median of {result['repeats']}"
+        )
+        table.add_column("step")
+        for topology in result["topologies"]:
+            table.add_column(f"{topology}\nms (floor)", justify="right")
+            table.add_column(f"{topology}\nstmts/WAN", justify="right")
+        for step in STEPS:
+            cells = [step]
+            for topology in result["topologies"]:
+                row = next(
+                    (r for r in rows if r["topology"] == topology and r["city"] == city and r["step"] == step), None
+                )
+                if row is None:
+                    cells += ["", ""]
+                    continue
+                cells.append(f"{row['client_ms']:.1f} ({row['floor_ms']:.1f})")
+                cells.append(f"{row['statements']}/{row['wan_round_trips']}")
+            table.add_row(*cells)
+        console.print(table)
+        ratio = result["ratios"][city]
+        parts = [
+            f"avg SQL ms {t}: {ratio[f'{t}_avg_sql_ms']:.2f}"
+            for t in result["topologies"]
+            if ratio.get(f"{t}_avg_sql_ms") is not None
+        ]
+        for topology in ("single", "hybrid"):
+            if ratio.get(f"{topology}/multi"):
+                parts.append(f"{topology}/multi = {ratio[f'{topology}/multi']:.1f}x")
+        console.print("   ".join(parts))
+
+
+def plot_journey(
+    rows: list[dict[str, Any]], cities: list[str], topologies: list[str], path: Path, preset: str, scale: float
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(cities), figsize=(6 * len(cities), 4.5), squeeze=False, sharey=True)
+    width = 0.8 / max(1, len(topologies))
+    for axis, city in zip(axes[0], cities, strict=True):
+        for index, topology in enumerate(topologies):
+            values = [
+                next(
+                    (
+                        r["client_ms"]
+                        for r in rows
+                        if r["topology"] == topology and r["city"] == city and r["step"] == step
+                    ),
+                    0.0,
+                )
+                for step in STEPS
+            ]
+            floors = [
+                next(
+                    (
+                        r["floor_ms"]
+                        for r in rows
+                        if r["topology"] == topology and r["city"] == city and r["step"] == step
+                    ),
+                    0.0,
+                )
+                for step in STEPS
+            ]
+            positions = [i + index * width for i in range(len(STEPS))]
+            axis.bar(positions, values, width, label=topology)
+            axis.scatter(
+                positions, floors, marker="_", color="black", s=120, zorder=3, label="floor" if index == 0 else None
+            )
+        axis.set_title(f"from {city}")
+        axis.set_xticks([i + width * (len(topologies) - 1) / 2 for i in range(len(STEPS))])
+        axis.set_xticklabels(STEPS, rotation=35, ha="right")
+        axis.set_ylabel("client-observed ms (median)")
+        axis.legend()
+    fig.suptitle(f"MovR journey per topology — preset {preset}, delays x{scale:g}; black marks: physical floor")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@click.command("journey")
+@click.option("--preset", default="gcp-3", show_default=True, help="Preset name or TOML file.")
+@click.option("--scale", default=1.0, show_default=True, type=click.FloatRange(0.001, 100))
+@click.option(
+    "--from",
+    "cities_text",
+    default="rome,new york,los angeles",
+    show_default=True,
+    help="Comma-separated client cities.",
+)
+@click.option("--topologies", "topologies_text", default="single,hybrid,multi", show_default=True)
+@click.option("--repeats", default=5, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every figure here.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="PNG bar chart (default: next to --json).")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=lambda: Path.cwd() / "run" / "bench")
+def journey_command(
+    preset: str,
+    scale: float,
+    cities_text: str,
+    topologies_text: str,
+    repeats: int,
+    json_path: Path | None,
+    plot_path: Path | None,
+    run_dir: Path,
+) -> None:
+    """The tutorial's journey through the balancer, from each city, in each topology."""
+    from movr.cli import CliError
+
+    try:
+        chosen = load_preset(preset)
+    except PresetError as err:
+        raise CliError(str(err)) from None
+    cities = [c.strip() for c in cities_text.split(",") if c.strip()]
+    unknown = [c for c in cities if not chosen.is_city(c)]
+    if unknown:
+        raise CliError(f"not cities of preset {chosen.name}: {', '.join(unknown)}")
+    topologies = [t.strip() for t in topologies_text.split(",") if t.strip()]
+    bad = [t for t in topologies if t not in TOPOLOGIES]
+    if bad or not topologies:
+        raise CliError(f"unknown topology {', '.join(bad) or '(none)'}: choose from {', '.join(TOPOLOGIES)}")
+    if plot_path is None and json_path is not None:
+        plot_path = json_path.with_suffix(".png")
+    result = run_benchmark(
+        preset_source=preset,
+        scale=scale,
+        cities=cities,
+        topologies=topologies,
+        repeats=repeats,
+        run_dir=run_dir,
+        json_path=json_path,
+        plot_path=plot_path,
+    )
+    print_report(result)
+    if json_path:
+        console.print(f"figures: {json_path}" + (f", chart: {plot_path}" if plot_path else ""))

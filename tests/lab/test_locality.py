@@ -1,0 +1,83 @@
+"""Locality by counts (law 2): what the links and the balancer counted for a journey in each topology."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from movr.bench.journey import STEPS, run_journey
+from movr.geo import load_preset
+from movr.lab.links import fetch_counters
+from movr.store.regional import directory_region
+
+pytestmark = pytest.mark.lab
+
+PRESET = load_preset("gcp-3")
+
+
+def username_homed_in(region: str, prefix: str) -> str:
+    """A username whose directory entry lives in `region` (so sign-up is local too)."""
+    return next(f"{prefix}{n}" for n in range(10_000) if directory_region(PRESET, f"{prefix}{n}") == region)
+
+
+def balancer_status(state) -> dict:
+    with urllib.request.urlopen(f"{state.balancer_url}/_balancer/status", timeout=5) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def multi(lab_factory):
+    return lab_factory("multi")
+
+
+def test_rome_journey_in_multi_crosses_no_wan_round_trip(multi):
+    username = username_homed_in("europe-west1", "romelocal")
+    run = run_journey(multi, PRESET, "rome", multi.scale, username=username)
+    assert [s.step for s in run.steps] == list(STEPS)
+    assert {s.served_by for s in run.steps} == {"europe-west1"}
+    assert [s.link_wan_round_trips for s in run.steps] == [0] * len(STEPS)
+    assert all(s.app_wan_round_trips == 0 for s in run.steps)
+    assert all(set(s.data_regions) <= {"europe-west1"} for s in run.steps)
+
+
+def test_signup_with_a_remote_username_directory_costs_two_wan_round_trips(multi):
+    username = username_homed_in("us-west1", "romefar")
+    run = run_journey(multi, PRESET, "rome", multi.scale, username=username)
+    sign_up = run.steps[0]
+    assert sign_up.step == "sign up" and sign_up.link_wan_round_trips == 2 and sign_up.unavoidable_wan == 2
+    assert [s.link_wan_round_trips for s in run.steps[1:]] == [0] * (len(STEPS) - 1)
+
+
+def test_global_promo_codes_are_read_locally_in_every_region(multi):
+    before = fetch_counters(multi.links_control_port)
+    for city in ("rome", "seattle", "boston"):
+        with urllib.request.urlopen(
+            urllib.request.Request(f"{multi.balancer_url}/api/v1/promo-codes", headers={"X-Client-City": city}),
+            timeout=10,
+        ) as response:
+            codes = json.loads(response.read())
+            assert response.headers["X-Movr-Wan-Round-Trips"] == "0"
+        assert "WELCOME10" in json.dumps(codes)
+    after = fetch_counters(multi.links_control_port)
+    wan = [n for n in after if n.startswith("app:") and after[n]["round_trips"] != before.get(n, {}).get("round_trips")]
+    assert all(n.split("->")[1].startswith(n.split(":")[1].split("->")[0]) for n in wan)
+
+
+def test_hybrid_pays_one_wan_round_trip_per_statement(lab_factory):
+    hybrid = lab_factory("hybrid")
+    run = run_journey(hybrid, PRESET, "rome", hybrid.scale)
+    assert {s.served_by for s in run.steps} == {"europe-west1"}
+    for step in run.steps:
+        assert step.link_wan_round_trips == step.statements, step
+
+
+def test_single_pays_one_client_round_trip_per_request(lab_factory):
+    single = lab_factory("single")
+    before = balancer_status(single)["regions"]["us-east1"]["client_round_trips"]
+    run = run_journey(single, PRESET, "rome", single.scale)
+    after = balancer_status(single)["regions"]["us-east1"]["client_round_trips"]
+    assert {s.served_by for s in run.steps} == {"us-east1"}
+    assert after - before == len(STEPS)
+    assert all(s.link_wan_round_trips == 0 for s in run.steps)
