@@ -103,12 +103,20 @@ def bench_actions_command(iterations: int, database_url: str | None, run_dir: Pa
 
 @main.command("demo")
 @click.option("--no-serve", is_flag=True, help="Exit after the report instead of serving the web app.")
+@click.option("--preset", default="gcp-3", show_default=True, help="Preset name or TOML file.")
+@click.option("--scale", default=1.0, show_default=True, type=click.FloatRange(0.001, 100))
 @click.option("--run-dir", type=click.Path(path_type=Path), default=default_run_dir)
-def demo_command(no_serve: bool, run_dir: Path) -> None:
-    """The main job: stand MovR up, load it, measure it, and show it."""
-    from movr.demo import run_action_report
+def demo_command(no_serve: bool, preset: str, scale: float, run_dir: Path) -> None:
+    """The main job: a three-region lab, sample data, a journey table from three cities, then the web app."""
+    from movr.demo import run_demo
+    from movr.geo import PresetError, load_preset
+    from movr.lab.supervisor import LabError
 
-    run_action_report(iterations=30, database_url=None, run_dir=run_dir)
+    try:
+        load_preset(preset)
+        run_demo(run_dir=run_dir, serve=not no_serve, preset_source=preset, scale=scale)
+    except (PresetError, LabError) as err:
+        raise CliError(str(err)) from None
 
 
 def _register_optional_commands() -> None:

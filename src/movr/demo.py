@@ -49,3 +49,68 @@ def run_action_report(*, iterations: int, database_url: str | None, run_dir: Pat
     console.print(table)
     console.print("authenticate includes verifying an argon2id hash (19 MiB, 2 passes): CPU work, not SQL.")
     console.print("server stopped; nothing left running.")
+
+
+DEMO_CITIES = ("rome", "new york", "los angeles")
+
+
+def run_demo(*, run_dir: Path, serve: bool, preset_source: str = "gcp-3", scale: float = 1.0, repeats: int = 3) -> None:
+    """The main job: a three-region lab, sample data, a journey table from three cities, then serve."""
+    from movr.bench.journey import print_report, run_journey, summarize
+    from movr.lab.cli import wait_for_interrupt
+    from movr.lab.supervisor import lab_down, lab_up
+    from movr.store.sample import SAMPLE_PASSWORD, generate, load_sample
+
+    preset = load_preset(preset_source)
+    lab_dir = run_dir / "demo"
+    try:
+        with console.status("standing up a three-region lab") as status:
+            state = lab_up(lab_dir, preset, preset_source, "multi", scale, say=lambda m: status.update(m))
+        console.print(
+            f"[bold green]lab up[/]: {len(state.plan['servers'])} PostgreSQL 18 primaries, "
+            f"{len(state.plan['links'])} links, {len(state.plan['app_regions'])} app servers, one balancer"
+        )
+        loader = state.loader_backend()
+        try:
+            data = generate(preset, users=90, vehicles=180, rides=360, seed=42)
+            with Progress(console=console) as progress:
+                task = progress.add_task("loading sample data", total=data.total)
+                load_sample(loader, data, lambda n: progress.advance(task, n))
+        finally:
+            loader.close()
+        runs = []
+        with Progress(console=console) as progress:
+            task = progress.add_task("journeys", total=len(DEMO_CITIES) * (repeats + 1))
+            for city in DEMO_CITIES:
+                run_journey(state, preset, city, scale)  # warm-up, not recorded
+                progress.advance(task)
+                for _ in range(repeats):
+                    runs.append(run_journey(state, preset, city, scale))
+                    progress.advance(task)
+        rows = summarize(runs)
+        print_report(
+            {
+                "rows": rows,
+                "cities": list(DEMO_CITIES),
+                "topologies": ["multi"],
+                "preset": preset.name,
+                "scale": scale,
+                "repeats": repeats,
+                "ratios": {c: {} for c in DEMO_CITIES},
+            }
+        )
+        console.print(
+            "ms (floor): median client-observed latency and its physical floor; "
+            "stmts/WAN: SQL statements and WAN round trips the links counted."
+        )
+        if serve:
+            console.print(
+                f"\n[bold]MovR is at {state.balancer_url}[/] — sign up, or log in as any sample user "
+                f"(e.g. {data.users[0]['username']}, password {SAMPLE_PASSWORD!r}); "
+                "pick where you browse from in the navigation."
+            )
+            wait_for_interrupt()
+    finally:
+        console.print("stopping the lab")
+        lab_down(lab_dir)
+        console.print("stopped; nothing left running.")
