@@ -1,0 +1,281 @@
+"""The lab's geo load balancer: routing decisions, city resolution, forwarding end to end, and the process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
+
+from movr.geo import Preset
+from movr.lab.balancer import (
+    BALANCER_KEY,
+    Balancer,
+    ConfigError,
+    build_app,
+    choose_region,
+    parse_config,
+    resolve_city,
+)
+from movr.lab.links_access import AccessLinkCounters, carry
+from movr.lab.ports import free_port
+
+ALL = ["us-east1", "us-west1", "europe-west1"]
+
+
+# --- pure decisions -----------------------------------------------------------------------------------------
+
+
+def test_choose_region_picks_the_nearest_healthy_region(preset: Preset):
+    assert choose_region(preset, "rome", ALL, "multi", "us-east1") == "europe-west1"
+    assert choose_region(preset, "seattle", ALL, "multi", "us-east1") == "us-west1"
+    assert choose_region(preset, "new york", ALL, "hybrid", "us-east1") == "us-east1"
+    # Rome's nearest is down: next comes us-east1 (~119 ms), not us-west1 (~141 ms).
+    assert choose_region(preset, "rome", ["us-east1", "us-west1"], "multi", "us-east1") == "us-east1"
+    assert choose_region(preset, "rome", [], "multi", "us-east1") is None
+
+
+def test_single_topology_sends_everything_to_the_primary(preset: Preset):
+    for city in preset.cities:
+        assert choose_region(preset, city, ALL, "single", "us-east1") == "us-east1"
+    assert choose_region(preset, "rome", ["europe-west1"], "single", "us-east1") is None
+
+
+def test_city_resolution_order_and_fall_through(preset: Preset):
+    def city(headers: dict[str, str], cookies: dict[str, str] | None = None) -> str:
+        return resolve_city(preset, CIMultiDict(headers), cookies or {}, "boston")
+
+    cookie = {"movr_browsing_from": "new%20york"}
+    geo = {"X-Client-Geo-Location": "europe-west1, Paris"}
+    assert city({"X-Client-City": "Rome", **geo}, cookie) == "rome"  # header beats geo header
+    assert city(geo, cookie) == "paris"  # geo header beats cookie, trimmed, case-insensitive
+    assert city({}, cookie) == "new york"  # cookie, URL-decoded
+    assert city({}, {"movr_browsing_from": "los+angeles"}) == "los angeles"
+    assert city({}) == "boston"  # the default
+    # Unknown names fall through to the next source.
+    assert city({"X-Client-City": "atlantis", **geo}, cookie) == "paris"
+    assert city({"X-Client-City": "atlantis", "X-Client-Geo-Location": "x,nowhere"}, cookie) == "new york"
+    assert city({"X-Client-Geo-Location": "no comma"}, {"movr_browsing_from": "gotham"}) == "boston"
+
+
+def test_config_defaults_and_errors():
+    apps = {"us-east1": "http://127.0.0.1:1/", "europe-west1": "http://127.0.0.1:2"}
+    cfg = parse_config({"preset": "gcp-3", "topology": "multi", "apps": apps})
+    assert cfg.default_city == "new york"  # the first city of the primary region
+    assert cfg.apps["us-east1"] == "http://127.0.0.1:1"
+    assert cfg.scale == 1.0
+    single = parse_config({"preset": "gcp-3", "topology": "single", "apps": apps, "default_city": "Rome"})
+    assert list(single.apps) == ["us-east1"] and single.default_city == "rome"
+    for bad in (
+        {"preset": "gcp-3", "topology": "mesh", "apps": apps},
+        {"preset": "gcp-3", "apps": {"mars-1": "http://127.0.0.1:3"}},
+        {"preset": "gcp-3", "topology": "single", "apps": {"europe-west1": "http://127.0.0.1:2"}},
+        {"preset": "gcp-3", "apps": apps, "default_city": "atlantis"},
+        {"preset": "no-such-preset", "apps": apps},
+    ):
+        with pytest.raises(ConfigError):
+            parse_config(bad)
+
+
+def test_an_app_is_unhealthy_after_two_failed_checks_and_back_after_one_pass():
+    balancer = Balancer(parse_config({"preset": "gcp-3", "apps": {"us-east1": "http://127.0.0.1:1"}}))
+    balancer.record_probe("us-east1", False)
+    assert balancer.regions_in_rotation() == ["us-east1"]
+    balancer.record_probe("us-east1", False)
+    assert balancer.regions_in_rotation() == []
+    balancer.record_probe("us-east1", True)
+    assert balancer.regions_in_rotation() == ["us-east1"]
+
+
+def test_access_link_counters_and_carry():
+    counters = AccessLinkCounters(["a"])
+    counters.count_request("a", 10)
+    counters.count_response("a", 20)
+    assert counters.snapshot() == {"a": {"requests": 1, "client_round_trips": 1, "bytes_in": 10, "bytes_out": 20}}
+    counters.reset()
+    assert counters.snapshot()["a"]["requests"] == 0
+
+    async def timed() -> float:
+        start = time.perf_counter()
+        await carry(5.0)
+        return time.perf_counter() - start
+
+    assert asyncio.run(timed()) >= 0.005
+
+
+# --- end to end ---------------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def fake_app(region: str, seen: list[web.Request]) -> AsyncIterator[tuple[str, web.AppRunner]]:
+    """A tiny stand-in for a region's app server: echoes what it received and sets two cookies."""
+
+    async def handle(request: web.Request) -> web.Response:
+        if request.path == "/healthz":
+            return web.Response(text="ok")
+        seen.append(request)
+        body = await request.read()
+        response = web.json_response({"region": region, "path": request.path_qs, "body": body.decode()})
+        response.set_cookie("movr_session", region)
+        response.set_cookie("movr_flash", "hello")
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}", runner
+    finally:
+        await runner.cleanup()
+
+
+async def _end_to_end(preset: Preset) -> None:
+    eu_seen: list[web.Request] = []
+    us_seen: list[web.Request] = []
+    async with fake_app("europe-west1", eu_seen) as (eu_url, eu_runner), fake_app("us-east1", us_seen) as (us_url, _):
+        config = {
+            "preset": "gcp-3",
+            "scale": 1.0,
+            "topology": "multi",
+            "apps": {"europe-west1": eu_url, "us-east1": us_url},
+            "default_city": None,
+        }
+        server = TestServer(build_app(config))
+        await server.start_server()
+        balancer = server.app[BALANCER_KEY]
+        jar = aiohttp.DummyCookieJar()  # send only the cookies each request names
+        async with aiohttp.ClientSession(cookie_jar=jar) as client:
+
+            async def status() -> dict:
+                async with client.get(server.make_url("/_balancer/status")) as resp:
+                    return await resp.json()
+
+            # From Rome: Europe serves, with the location headers added and the client RTT carried.
+            rtt_ms = preset.client_rtt_ms("rome", "europe-west1")
+            start = time.perf_counter()
+            async with client.get(server.make_url("/rides?page=2"), headers={"X-Client-City": "Rome"}) as resp:
+                body = await resp.read()
+                elapsed = time.perf_counter() - start
+                assert resp.status == 200
+                assert json.loads(body)["region"] == "europe-west1"
+                assert json.loads(body)["path"] == "/rides?page=2"
+                assert resp.headers["X-Movr-Balancer-Region"] == "europe-west1"
+                assert float(resp.headers["X-Movr-Client-Rtt-Ms"]) == pytest.approx(rtt_ms, abs=0.001)
+                cookies = resp.headers.getall("Set-Cookie")
+                assert len(cookies) == 2 and any("movr_session=europe-west1" in c for c in cookies)
+            assert elapsed >= rtt_ms / 1000  # a lower bound only: never assert an upper one
+            (request,) = eu_seen
+            assert request.headers["X-Client-City"] == "rome"
+            assert request.headers["X-Client-Geo-Location"] == "europe-west1,rome"
+            assert request.headers["X-Forwarded-For"] == "127.0.0.1"
+            assert request.headers["X-Forwarded-Proto"] == "http"
+            assert request.headers["X-Forwarded-Host"] == f"{server.host}:{server.port}"
+
+            regions = (await status())["regions"]
+            assert regions["europe-west1"]["requests"] == 1
+            assert regions["europe-west1"]["client_round_trips"] == 1
+            assert regions["europe-west1"]["bytes_out"] == len(body)
+            assert regions["us-east1"]["client_round_trips"] == 0
+
+            # The body passes through; a cookie locates a New Yorker.
+            headers = {"Cookie": "movr_browsing_from=new%20york"}
+            async with client.post(server.make_url("/echo"), data=b"abc", headers=headers) as resp:
+                assert (await resp.json()) == {"region": "us-east1", "path": "/echo", "body": "abc"}
+            assert us_seen[-1].headers["X-Client-Geo-Location"] == "us-east1,new york"
+
+            # A failure drill: Europe forced out, Rome is rerouted to the next nearest region.
+            async with client.post(server.make_url("/_balancer/regions/europe-west1"), json={"down": True}) as resp:
+                assert resp.status == 200
+            async with client.get(server.make_url("/"), headers={"X-Client-City": "rome"}) as resp:
+                assert resp.headers["X-Movr-Balancer-Region"] == "us-east1"
+            state = await status()
+            assert state["topology"] == "multi" and state["preset"] == "gcp-3" and state["scale"] == 1.0
+            assert state["regions"]["europe-west1"]["forced_down"] is True
+            assert state["regions"]["us-east1"]["client_round_trips"] == 2
+            async with client.post(server.make_url("/_balancer/regions/europe-west1"), json={"down": False}):
+                pass
+            async with client.post(server.make_url("/_balancer/regions/mars-1"), json={"down": True}) as resp:
+                assert resp.status == 404
+
+            async with client.post(server.make_url("/_balancer/reset")) as resp:
+                assert all(r["requests"] == 0 for r in (await resp.json())["regions"].values())
+
+            # Europe's app dies: the request in flight gets a 502 and Europe leaves the rotation at once.
+            await eu_runner.cleanup()
+            async with client.get(server.make_url("/"), headers={"X-Client-City": "rome"}) as resp:
+                assert resp.status == 502
+                assert "Traceback" not in await resp.text()
+            assert "europe-west1" not in balancer.regions_in_rotation()
+            async with client.get(server.make_url("/"), headers={"X-Client-City": "rome"}) as resp:
+                assert resp.headers["X-Movr-Balancer-Region"] == "us-east1"
+            assert (await status())["regions"]["europe-west1"]["healthy"] is False
+
+            # Nothing left in rotation: 503.
+            async with client.post(server.make_url("/_balancer/regions/us-east1"), json={"down": True}):
+                pass
+            async with client.get(server.make_url("/"), headers={"Accept": "application/json"}) as resp:
+                assert resp.status == 503
+                assert "no healthy region" in (await resp.json())["error"]
+        await server.close()
+
+
+def test_end_to_end_through_two_apps(preset: Preset):
+    asyncio.run(_end_to_end(preset))
+
+
+# --- the process --------------------------------------------------------------------------------------------
+
+
+async def _process(config_path: Path) -> None:
+    seen: list[web.Request] = []
+    async with fake_app("us-west1", seen) as (url, _):
+        config_path.write_text(
+            json.dumps({"preset": "gcp-3", "scale": 0.1, "topology": "multi", "apps": {"us-west1": url}})
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "movr.lab.balancer",
+            "--config",
+            str(config_path),
+            "--port",
+            "0",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert proc.stdout is not None
+            ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 10))
+            assert ready["event"] == "ready"
+            async with (
+                aiohttp.ClientSession() as client,
+                client.get(f"http://127.0.0.1:{ready['port']}/x", headers={"X-Client-City": "seattle"}) as resp,
+            ):
+                assert resp.status == 200
+                assert resp.headers["X-Movr-Balancer-Region"] == "us-west1"
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 10) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert not psutil.pid_exists(proc.pid)
+    assert len(seen) == 1
+
+
+def test_balancer_process_serves_and_stops_on_sigterm(tmp_path: Path):
+    asyncio.run(_process(tmp_path / "balancer.json"))
