@@ -57,7 +57,9 @@ def backend_from_env(env: Mapping[str, str] | None = None) -> Backend:
     env = os.environ if env is None else env
     preset = load_preset(env.get("MOVR_PRESET", "gcp-3"))
     region = env.get("MOVR_REGION") or preset.primary_region
-    if region not in preset.regions:
+    database_url = env.get("MOVR_DATABASE_URL", "")
+    # A CockroachDB app server may name its region as the cluster does (gcp-us-east1); its backend maps it.
+    if region not in preset.regions and not database_url.startswith("cockroachdb"):
         raise ConfigError(f"MOVR_REGION {region!r} is not a region of preset {preset.name}")
     region_urls = None
     if env.get("MOVR_REGION_DATABASE_URLS"):
@@ -68,7 +70,7 @@ def backend_from_env(env: Mapping[str, str] | None = None) -> Backend:
     return make_backend(
         preset,
         region,
-        database_url=env.get("MOVR_DATABASE_URL"),
+        database_url=database_url or None,
         region_urls=region_urls,
         wan=env.get("MOVR_DATABASE_WAN", "") in ("1", "true", "yes"),
         follower_reads=env.get("MOVR_FOLLOWER_READS", "") in ("1", "true", "yes"),
