@@ -1,0 +1,1 @@
+"""Benchmarks: experiments, workload generators, histograms, reports."""
