@@ -9,22 +9,10 @@ from typing import TYPE_CHECKING
 import click
 
 from movr import __version__
+from movr.cli_support import CliError, default_run_dir
 
 if TYPE_CHECKING:
     pass
-
-
-class CliError(click.ClickException):
-    """Bad input or an impossible request: one line on stderr, exit status 2."""
-
-    exit_code = 2
-
-    def show(self, file=None) -> None:
-        click.echo(f"movr: {self.message}", err=True)
-
-
-def default_run_dir() -> Path:
-    return Path.cwd() / "run"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,25 +107,23 @@ def demo_command(no_serve: bool, preset: str, scale: float, run_dir: Path) -> No
         raise CliError(str(err)) from None
 
 
-def _register_optional_commands() -> None:
-    """Commands whose modules are optional at import time (each adds its own group or command)."""
-    import importlib
+def _register_commands() -> None:
+    """Subcommands live beside what they drive; imported here, after `main` exists."""
+    from movr.bench.journey import journey_command
+    from movr.bench.links import links_command
+    from movr.lab.cli import lab_group
+    from movr.placement.cli import db_group
 
-    for module, attribute, group in (
-        ("movr.bench.links", "links_command", bench_group),
-        ("movr.web.serve", "serve_command", main),
-        ("movr.placement.cli", "db_group", main),
-        ("movr.lab.cli", "lab_group", main),
-        ("movr.bench.journey", "journey_command", bench_group),
+    for group, command in (
+        (bench_group, links_command),
+        (bench_group, journey_command),
+        (main, lab_group),
+        (main, db_group),
     ):
-        try:
-            command = getattr(importlib.import_module(module), attribute)
-        except (ImportError, AttributeError):
-            continue
         group.add_command(command)
 
 
-_register_optional_commands()
+_register_commands()
 
 
 if __name__ == "__main__":

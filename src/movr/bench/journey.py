@@ -450,7 +450,7 @@ def journey_command(
     run_dir: Path,
 ) -> None:
     """The tutorial's journey through the balancer, from each city, in each topology."""
-    from movr.cli import CliError
+    from movr.cli_support import CliError
 
     try:
         chosen = load_preset(preset)

@@ -12,7 +12,7 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from movr.cli import CliError, default_run_dir
+from movr.cli_support import CliError, default_run_dir
 from movr.geo import PresetError, load_preset
 from movr.lab.layout import TOPOLOGIES
 from movr.lab.state import LabState, LabStateError
