@@ -1,0 +1,236 @@
+"""The JSON API under /api/v1: one endpoint per user action, each calling that one action.
+
+Auth: `Authorization: Bearer <token>` (from `POST /api/v1/sessions`) or the session cookie; writes with
+the cookie must send `X-CSRFToken` (see `movr.web.auth`). Errors: `{"error": {"code", "message"}}`.
+The OpenAPI document at /api/v1/openapi.json is generated from these declarations; every status an
+endpoint can answer is listed with its schema.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from apiflask import APIBlueprint
+from flask import current_app
+from flask_login import login_user, logout_user
+
+from movr.domain import errors
+from movr.store import actions
+from movr.web import current
+from movr.web.auth import Rider, api_rider, csrf_token, issue_token
+from movr.web.schemas import (
+    CityOut,
+    LogInIn,
+    PromoCodeIn,
+    PromoCodeOut,
+    RideEndIn,
+    RideIn,
+    RideOut,
+    SessionOut,
+    SignUpIn,
+    UserOut,
+    UserPublicOut,
+    VehicleIn,
+    VehicleOut,
+    VehiclesQuery,
+)
+
+api = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="MovR")
+
+AUTH = [{"BearerAuth": []}, {"SessionCookie": []}]
+STATUS_TEXT = {
+    400: "Malformed request body",
+    401: "Not signed in, or the token is not valid",
+    403: "Not yours, or a cookie-authenticated write without X-CSRFToken",
+    404: "No such city, user, vehicle, ride or promo code",
+    409: "Conflict with the current state (taken, in use, wrong city, already ended...)",
+    413: "Request body too large",
+    422: "Invalid input",
+    429: "Too many log-in attempts",
+    503: "The database for that region is not reachable",
+}
+BODY = (400, 413, 422)  # what any endpoint with a JSON body can answer
+
+
+def responses(*statuses: int) -> dict[int, str]:
+    return {status: STATUS_TEXT[status] for status in sorted(set(statuses))}
+
+
+# --- users and sessions ------------------------------------------------------------------------------
+
+
+@api.post("/users")
+@api.input(SignUpIn, arg_name="body")
+@api.output(UserOut, status_code=201, description="The new user")
+@api.doc(summary="Sign up", responses=responses(*BODY, 409, 503))
+def create_user(body: dict[str, Any]) -> Any:
+    return actions.register(current.backend(), **body)
+
+
+@api.post("/sessions")
+@api.input(LogInIn, arg_name="body")
+@api.output(SessionOut, status_code=201, description="A bearer token; the session cookie is set too")
+@api.doc(summary="Log in", responses=responses(*BODY, 401, 429, 503))
+def create_session(body: dict[str, Any]) -> Any:
+    user = actions.authenticate(current.backend(), username=body["username"], password=body["password"])
+    rider = Rider.of(user)
+    login_user(rider)
+    return {
+        "token": issue_token(rider),
+        "token_type": "Bearer",
+        "expires_in": current_app.config["MOVR_TOKEN_MAX_AGE"],
+        "csrf_token": csrf_token(),
+        "user": user,
+    }
+
+
+@api.delete("/sessions")
+@api.output({}, status_code=204, description="Logged out (bearer tokens expire by themselves)")
+@api.doc(summary="Log out")
+def delete_session() -> Any:
+    logout_user()
+    return ""
+
+
+@api.get("/users/me")
+@api.output(UserOut, description="The signed-in user")
+@api.doc(summary="My profile", security=AUTH, responses=responses(401, 404, 503))
+def get_me() -> Any:
+    rider = api_rider(write=False)
+    return actions.get_user(current.backend(), city=rider.city, user_id=rider.id)
+
+
+@api.delete("/users/me")
+@api.output({}, status_code=204, description="The account, its vehicles and its rides are gone")
+@api.doc(summary="Remove my account", security=AUTH, responses=responses(401, 403, 404, 409, 503))
+def delete_me() -> Any:
+    rider = api_rider(write=True)
+    actions.remove_user(current.backend(), city=rider.city, user_id=rider.id, username=rider.username)
+    logout_user()
+    return ""
+
+
+# --- cities ------------------------------------------------------------------------------------------
+
+
+@api.get("/cities")
+@api.output(CityOut(many=True), description="Every city MovR serves, with the region that homes it")
+@api.doc(summary="Cities")
+def list_cities() -> Any:
+    preset, here = current.preset(), current.region()
+    return [{"name": c, "region": preset.region_of(c), "local": preset.region_of(c) == here} for c in preset.cities]
+
+
+@api.get("/cities/<city>/users")
+@api.output(UserPublicOut(many=True), description="Users whose home is the city (no emails)")
+@api.doc(summary="Users in a city", responses=responses(404, 503))
+def list_city_users(city: str) -> Any:
+    return actions.list_users(current.backend(), city=current.known_city(city))
+
+
+@api.get("/cities/<city>/vehicles")
+@api.input(VehiclesQuery, location="query", arg_name="query")
+@api.output(VehicleOut(many=True), description="Vehicles in the city, newest first")
+@api.doc(summary="Vehicles in a city", responses=responses(404, 422, 503))
+def list_city_vehicles(city: str, query: dict[str, Any]) -> Any:
+    return actions.list_vehicles(current.backend(), city=current.known_city(city), available_only=not query["all"])
+
+
+# --- vehicles ----------------------------------------------------------------------------------------
+
+
+@api.post("/vehicles")
+@api.input(VehicleIn, arg_name="body")
+@api.output(VehicleOut, status_code=201, description="The vehicle, listed in your home city")
+@api.doc(summary="Add a vehicle", security=AUTH, responses=responses(*BODY, 401, 403, 404, 409, 503))
+def create_vehicle(body: dict[str, Any]) -> Any:
+    rider = api_rider(write=True)
+    city = body.pop("city", None) or rider.city
+    if city != rider.city:
+        raise errors.WrongCity("you can add vehicles in your home city only")
+    return actions.add_vehicle(current.backend(), city=city, owner_id=rider.id, **body)
+
+
+@api.delete("/vehicles/<city>/<uuid:vehicle_id>")
+@api.output({}, status_code=204, description="The vehicle is removed")
+@api.doc(summary="Remove my vehicle", security=AUTH, responses=responses(401, 403, 404, 409, 503))
+def delete_vehicle(city: str, vehicle_id: uuid.UUID) -> Any:
+    rider = api_rider(write=True)
+    actions.remove_vehicle(current.backend(), city=current.known_city(city), vehicle_id=vehicle_id, owner_id=rider.id)
+    return ""
+
+
+# --- rides -------------------------------------------------------------------------------------------
+
+
+@api.post("/rides")
+@api.input(RideIn, arg_name="body")
+@api.output(RideOut, status_code=201, description="The ride, open")
+@api.doc(summary="Start a ride", security=AUTH, responses=responses(*BODY, 401, 403, 404, 409, 503))
+def create_ride(body: dict[str, Any]) -> Any:
+    rider = api_rider(write=True)
+    return actions.start_ride(
+        current.backend(),
+        city=body.get("city") or rider.city,
+        rider_id=rider.id,
+        rider_city=rider.city,
+        vehicle_id=body["vehicle_id"],
+    )
+
+
+@api.get("/rides")
+@api.output(RideOut(many=True), description="My rides, newest first")
+@api.doc(summary="My rides", security=AUTH, responses=responses(401, 503))
+def list_my_rides() -> Any:
+    rider = api_rider(write=False)
+    return actions.list_rides(current.backend(), city=rider.city, rider_id=rider.id)
+
+
+@api.patch("/rides/<city>/<uuid:ride_id>")
+@api.input(RideEndIn, arg_name="body")
+@api.output(RideOut, description="The ride, ended; its vehicle is available again")
+@api.doc(summary="End my ride", security=AUTH, responses=responses(*BODY, 401, 403, 404, 409, 503))
+def end_ride(city: str, ride_id: uuid.UUID, body: dict[str, Any]) -> Any:
+    rider = api_rider(write=True)
+    return actions.end_ride(
+        current.backend(), city=current.known_city(city), ride_id=ride_id, rider_id=rider.id, location=body["location"]
+    )
+
+
+@api.post("/rides/<city>/<uuid:ride_id>/promo-code")
+@api.input(PromoCodeIn, arg_name="body")
+@api.output(RideOut, description="The open ride with the promo code")
+@api.doc(
+    summary="Apply a promo code to my open ride", security=AUTH, responses=responses(*BODY, 401, 403, 404, 409, 503)
+)
+def apply_promo_code(city: str, ride_id: uuid.UUID, body: dict[str, Any]) -> Any:
+    rider = api_rider(write=True)
+    return actions.apply_promo_code(
+        current.backend(), city=current.known_city(city), ride_id=ride_id, rider_id=rider.id, code=body["code"]
+    )
+
+
+@api.get("/promo-codes")
+@api.output(PromoCodeOut(many=True), description="Promo codes that have not expired")
+@api.doc(summary="Promo codes", responses=responses(503))
+def list_promo_codes() -> Any:
+    return actions.list_promo_codes(current.backend())
+
+
+def document_cities(spec: dict[str, Any], cities: list[str]) -> dict[str, Any]:
+    """Spec processor: the preset's cities as the `enum` of every city parameter and body field,
+    and `format: uuid` on id path parameters (Werkzeug's uuid converter says nothing to APIFlask)."""
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                schema = parameter.setdefault("schema", {"type": "string"})
+                if parameter.get("in") == "path" and parameter.get("name") == "city":
+                    schema["enum"] = list(cities)
+                elif parameter.get("in") == "path" and parameter.get("name", "").endswith("_id"):
+                    schema["format"] = "uuid"
+    for schema in spec.get("components", {}).get("schemas", {}).values():
+        city = schema.get("properties", {}).get("city")
+        if city is not None and city.get("type") == "string":
+            city["enum"] = list(cities)
+    return spec

@@ -1,0 +1,194 @@
+"""The API's request and response bodies (marshmallow, via APIFlask): validation and the OpenAPI document.
+
+Limits mirror `movr.domain.rules`: a body that breaks them is a 422 before any action runs. Request
+bodies refuse unknown fields (`additionalProperties: false` in the document). City names are checked by
+the actions against the preset; the document lists them (`enum`, added per app in `api.document_cities`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apiflask import Schema
+from apiflask.fields import UUID, Boolean, DateTime, Integer, Method, Nested, String
+from apiflask.validators import Length, OneOf, Range, Regexp
+from marshmallow import RAISE, ValidationError
+
+from movr.domain import rules
+from movr.domain.models import VEHICLE_TYPES
+
+PRINTABLE = r"^[^\x00-\x1f]*$"  # no control characters (NUL cannot even be stored)
+EMAIL = r"^$|^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]{1,189}$"
+
+
+def _no_surrogates(value: str) -> str:
+    """A lone surrogate (legal in JSON text, not in UTF-8) can be neither stored nor hashed."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("Not valid Unicode text.") from None
+    return value
+
+
+class Text(String):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return _no_surrogates(super()._deserialize(value, attr, data, **kwargs))
+
+
+def text(limit: int, *, required: bool = False, minimum: int = 0, **kwargs: Any) -> Text:
+    return Text(
+        required=required,
+        validate=[Length(min=minimum, max=limit), Regexp(PRINTABLE)],
+        **({} if required else {"load_default": ""}),
+        **kwargs,
+    )
+
+
+class In(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+# --- requests ----------------------------------------------------------------------------------------
+
+
+class SignUpIn(In):
+    username = Text(
+        required=True,
+        validate=[Length(min=3, max=32), Regexp(rules.USERNAME_RE)],
+        metadata={"description": "3 to 32 letters, digits, '.', '_' or '-'; unique across every region"},
+    )
+    password = Text(required=True, validate=Length(min=rules.MIN_PASSWORD, max=rules.MAX_PASSWORD))
+    city = String(required=True, validate=Length(max=64), metadata={"description": "home city"})
+    first_name = text(rules.MAX_NAME)
+    last_name = text(rules.MAX_NAME)
+    email = Text(load_default="", validate=[Length(max=254), Regexp(EMAIL)])
+
+
+class LogInIn(In):
+    username = Text(required=True, validate=Length(min=1, max=64))
+    password = Text(required=True, validate=Length(min=1, max=rules.MAX_PASSWORD))
+
+
+class VehicleIn(In):
+    type = String(required=True, validate=OneOf(VEHICLE_TYPES))
+    brand = text(rules.MAX_NAME)
+    color = text(32)
+    location = text(rules.MAX_LOCATION)
+    city = String(
+        validate=Length(max=64),
+        metadata={"description": "optional; vehicles are added in the owner's home city only"},
+    )
+
+
+class RideIn(In):
+    vehicle_id = UUID(required=True)
+    city = String(
+        validate=Length(max=64),
+        metadata={"description": "the vehicle's city (default: your home city, the only one you can ride in)"},
+    )
+
+
+class RideEndIn(In):
+    location = Text(
+        allow_none=True,
+        load_default=None,
+        validate=[Length(max=rules.MAX_LOCATION), Regexp(PRINTABLE)],
+        metadata={"description": "where the vehicle was left (default: where the ride started)"},
+    )
+
+
+class PromoCodeIn(In):
+    code = Text(required=True, validate=[Length(min=1, max=32), Regexp(PRINTABLE)])
+
+
+class VehiclesQuery(In):
+    all = Boolean(load_default=False, metadata={"description": "include vehicles that are in a ride"})
+
+
+# --- responses ---------------------------------------------------------------------------------------
+
+
+class UserPublicOut(Schema):
+    city = String(required=True)
+    id = UUID(required=True)
+    username = String(required=True)
+    first_name = String(required=True)
+    last_name = String(required=True)
+    created_at = DateTime(required=True, allow_none=True)
+
+
+class UserOut(UserPublicOut):
+    email = String(required=True)
+
+
+class SessionOut(Schema):
+    token = String(required=True, metadata={"description": "send it as `Authorization: Bearer <token>`"})
+    token_type = String(required=True, metadata={"enum": ["Bearer"]})
+    expires_in = Integer(required=True, metadata={"description": "seconds"})
+    csrf_token = String(
+        required=True, metadata={"description": "send it as X-CSRFToken on writes authenticated by the cookie"}
+    )
+    user = Nested(UserOut, required=True)
+
+
+class CityOut(Schema):
+    name = String(required=True)
+    region = String(required=True, metadata={"description": "the region that homes the city's data"})
+    local = Boolean(required=True, metadata={"description": "homed in the region of this app server"})
+
+
+class VehicleOut(Schema):
+    city = String(required=True)
+    id = UUID(required=True)
+    type = String(required=True, validate=OneOf(VEHICLE_TYPES))
+    owner_id = UUID(required=True)
+    owner_username = String(required=True, metadata={"description": "empty where the listing does not join it"})
+    status = String(required=True, validate=OneOf(["available", "in_use"]))
+    last_location = String(required=True)
+    color = String(required=True)
+    brand = String(required=True)
+    date_added = DateTime(required=True, allow_none=True)
+
+
+class RideOut(Schema):
+    city = String(required=True)
+    id = UUID(required=True)
+    rider_id = UUID(required=True)
+    vehicle_id = UUID(required=True)
+    vehicle_type = String(required=True)
+    vehicle_brand = String(required=True)
+    start_location = String(required=True)
+    start_time = DateTime(required=True)
+    end_location = String(required=True, allow_none=True)
+    end_time = DateTime(required=True, allow_none=True)
+    promo_code = String(required=True, allow_none=True)
+    is_open = Boolean(required=True)
+    length_seconds = Method("get_length_seconds", required=True, metadata={"type": "number"})
+
+    def get_length_seconds(self, ride: Any) -> float:
+        return round(ride.length.total_seconds(), 3)
+
+
+class PromoCodeOut(Schema):
+    code = String(required=True)
+    description = String(required=True)
+    discount_percent = Integer(required=True, validate=Range(1, 100))
+    expires_at = DateTime(required=True)
+
+
+# The one error body of every 4xx/5xx (APIFlask is told to document it for its own errors too).
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "stable, machine-readable, e.g. not_your_ride"},
+                "message": {"type": "string", "description": "for people"},
+            },
+        }
+    },
+}

@@ -1,0 +1,99 @@
+"""What each request cost and where it was served (law 2: count before you time).
+
+Every request opens a `stats.measure()` scope; the store adds each statement, its SQL time, its WAN round
+trips and the region of the server it ran on. Pages show the figures in their footer (read at render time:
+the action has run by then), and every response carries them in `Server-Timing` and `X-Movr-*` headers,
+which the journey benchmark reads.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from flask import Flask, Response, current_app, g, request
+from flask_login import current_user
+
+from movr.store import stats
+from movr.web import location
+from movr.web.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class Figures:
+    served_by: str
+    data_regions: tuple[str, ...]
+    statements: int
+    sql_ms: float
+    wan_round_trips: int
+    app_ms: float
+    cpu_ms: float
+
+    @property
+    def server_timing(self) -> str:
+        return (
+            f"app;dur={self.app_ms:.1f}, "
+            f'sql;dur={self.sql_ms:.1f};desc="{self.statements} statements", '
+            f'wan;desc="{self.wan_round_trips} round trips"'
+        )
+
+
+def figures() -> Figures:
+    """This request's figures so far."""
+    measured: stats.Stats = g.get("movr_stats") or stats.Stats()
+    started = g.get("movr_started", time.perf_counter())
+    cpu_started = g.get("movr_cpu_started", time.thread_time())
+    return Figures(
+        served_by=current_app.config["MOVR_REGION"],
+        data_regions=tuple(sorted(measured.regions)),
+        statements=measured.statements,
+        sql_ms=measured.sql_ms,
+        wan_round_trips=measured.wan_round_trips,
+        app_ms=(time.perf_counter() - started) * 1000,
+        cpu_ms=(time.thread_time() - cpu_started) * 1000,
+    )
+
+
+def client_location() -> location.ClientLocation:
+    """Where this request comes from (computed once per request)."""
+    if "movr_location" not in g:
+        rider = g.get("movr_rider") or (current_user if current_user.is_authenticated else None)
+        home = rider.city if rider is not None else None
+        preset = current_app.extensions["movr_preset"]
+        g.movr_location = location.resolve(preset, request.headers, request.cookies, home)
+    return g.movr_location
+
+
+def init_app(app: Flask, metrics: Metrics) -> None:
+    """Register first, so the scope is open before any other extension's before_request hook runs."""
+
+    @app.before_request
+    def open_scope() -> None:
+        g.movr_started = time.perf_counter()
+        g.movr_cpu_started = time.thread_time()
+        scope = stats.measure()
+        g.movr_stats = scope.__enter__()
+        g.movr_scope = scope
+
+    @app.after_request
+    def add_figures(response: Response) -> Response:
+        done = figures()
+        headers = response.headers
+        headers["Server-Timing"] = done.server_timing
+        headers["X-Movr-Region"] = done.served_by
+        headers["X-Movr-Statements"] = str(done.statements)
+        headers["X-Movr-Sql-Ms"] = f"{done.sql_ms:.3f}"
+        headers["X-Movr-Wan-Round-Trips"] = str(done.wan_round_trips)
+        headers["X-Movr-Data-Regions"] = ",".join(done.data_regions)
+        headers["X-Movr-Client-City"] = client_location().city or ""
+        # Local CPU work (argon2 on sign-up and log-in above all): part of a request's physical floor.
+        headers["X-Movr-Cpu-Ms"] = f"{done.cpu_ms:.3f}"
+        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        metrics.observe(route, request.method, response.status_code, done)
+        return response
+
+    @app.teardown_request
+    def close_scope(_error: BaseException | None) -> None:
+        scope = g.pop("movr_scope", None)
+        if scope is not None:
+            scope.__exit__(None, None, None)

@@ -1,0 +1,122 @@
+"""A real MovR server (gunicorn, as `movr serve` runs it) and Debian's chromium, for browser journeys.
+
+Chromium comes from apt (`apt-get install -y chromium`), never from `playwright install`: the system
+package is what the project supports. The fixture installs it when /usr/bin/chromium is missing and skips
+the browser tests, saying why, only when apt cannot.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from movr.lab.ports import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "run" / "artifacts" / "browser"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    if CHROMIUM.exists():
+        return CHROMIUM
+    if shutil.which("apt-get") is None:
+        pytest.skip("Debian's chromium is not installed and there is no apt-get to install it")
+    try:
+        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+            subprocess.run(
+                command,
+                check=True,
+                capture_output=True,
+                timeout=1200,
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as error:
+        detail = getattr(error, "stderr", b"") or b""
+        pytest.skip(f"could not install chromium with apt-get ({error}): {detail.decode(errors='replace')[-300:]}")
+    if not CHROMIUM.exists():
+        pytest.skip("apt-get installed chromium, but /usr/bin/chromium is not there")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def browser(chromium: Path) -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob("*.png"):
+        old.unlink()
+    return ARTIFACTS
+
+
+@pytest.fixture
+def live_server(store, movr_dsn: str, artifacts: Path) -> Iterator[str]:
+    """`python -m movr.web.serve` (gunicorn, 2 workers) on a free port, on the emptied test database.
+
+    Started in its own session so that stopping it reaches gunicorn's master and workers, and always
+    stopped: SIGTERM (a graceful gunicorn shutdown), then SIGKILL to the group if it lingers.
+    """
+    port = free_port()
+    log_path = artifacts / "server.log"
+    env = {**os.environ, "MOVR_SECRET_KEY": secrets.token_urlsafe(32), "PYTHONUNBUFFERED": "1"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    command = [
+        sys.executable, "-m", "movr.web.serve",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+        "--database-url", movr_dsn, "--region", "us-east1", "--preset", "gcp-3", "--access-log",
+    ]  # fmt: skip
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"movr serve exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+            try:  # the first request waits for a worker to import the app and open its pool
+                if requests.get(base + "/readyz", timeout=10).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"movr serve did not become ready: {log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
