@@ -223,6 +223,7 @@ def _app_env(state: LabState, plan: LabPlan, preset: Preset, region: str) -> dic
         "MOVR_REGION": region,
         "MOVR_SECRET_KEY": state.secret_key,
         "MOVR_TOPOLOGY": plan.topology,
+        "MOVR_PROXY_HOPS": "1",  # the balancer is the one trusted proxy (client IPs for log-in limits)
     }
     if plan.topology == "multi":
         urls = {

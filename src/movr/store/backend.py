@@ -45,6 +45,9 @@ class Backend(abc.ABC):
         """Is the database this app server needs reachable?"""
         return True
 
+    def warm(self, timeout: float = 15.0) -> None:  # noqa: B027 - optional for backends without pools
+        """Open connections before the first request needs them."""
+
     @abc.abstractmethod
     def load(self, table: str, rows: Sequence[dict], progress: Callable[[int], None] | None = None) -> None:
         """Bulk-load rows, each onto the server(s) that home it."""
@@ -82,6 +85,9 @@ class ServerPool:
             timeout=10,
             name=f"movr-{region}",
         )
+
+    def wait_ready(self, timeout: float) -> None:
+        self.pool.wait(timeout=timeout)
 
     def execute(self, action: str, statements: Sequence[Statement]) -> list[Rows]:
         started = time.perf_counter()
@@ -199,6 +205,9 @@ class PostgresBackend(Backend):
         except StoreUnavailable:
             return False
         return True
+
+    def warm(self, timeout: float = 15.0) -> None:
+        self.server.wait_ready(timeout)
 
     def load(self, table: str, rows: Sequence[dict], progress: Callable[[int], None] | None = None) -> None:
         self.server.copy_rows(table, rows, progress)

@@ -194,6 +194,10 @@ class RegionalPostgresBackend(Backend):
             server.truncate(REGIONAL_TABLES_IN_LAB)
         self.servers[self.preset.primary_region].truncate(("promo_codes",))
 
+    def warm(self, timeout: float = 15.0) -> None:
+        for server in self.servers.values():
+            server.wait_ready(timeout)
+
     def ping(self) -> bool:
         try:
             self.servers[self.region].execute("ping", [Statement("SELECT 1")])

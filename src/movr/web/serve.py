@@ -63,9 +63,18 @@ def _gunicorn_app(options: dict[str, Any]):
                 self.cfg.set(key, value)
 
         def load(self):
+            from movr.web import current
             from movr.web.app import create_app
 
-            return create_app()
+            app = create_app()
+            # Open this worker's pools now: connecting through a WAN link costs round trips that belong
+            # to start-up, not to the first user's request (which would otherwise pay them).
+            with app.app_context():
+                try:
+                    current.backend().warm()
+                except Exception as error:  # the app still serves /healthz; /readyz reports the database
+                    app.logger.warning("database not reachable at start-up: %s", error)
+            return app
 
     return MovrServer()
 
