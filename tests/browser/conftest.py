@@ -59,7 +59,7 @@ def chromium() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # module: Playwright's loop must stop before other tests use asyncio
 def browser(chromium: Path) -> Iterator:
     from playwright.sync_api import sync_playwright
 
