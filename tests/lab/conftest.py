@@ -41,8 +41,16 @@ def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         state = lab_up(run_dir, preset, preset_name, topology, LAB_SCALE)
         loader = state.loader_backend()
         try:
-            load_sample(loader, generate(preset, users=len(preset.cities) * 2, vehicles=len(preset.cities) * 2,
-                                         rides=len(preset.cities), seed=3))
+            load_sample(
+                loader,
+                generate(
+                    preset,
+                    users=len(preset.cities) * 2,
+                    vehicles=len(preset.cities) * 2,
+                    rides=len(preset.cities),
+                    seed=3,
+                ),
+            )
         finally:
             loader.close()
         return state
