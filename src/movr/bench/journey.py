@@ -4,7 +4,8 @@ For every step it records what the client saw (latency), what the app reported (
 the region that served, local CPU work such as password hashing), and what the links counted (WAN
 round trips of the app's database traffic). The physical floor of a step (law 3) is
 
-    client<->serving-region RTT + unavoidable WAN round trips x their RTT + local CPU work
+    client<->serving-region RTT + unavoidable WAN round trips x their RTT
+    + one intra-region RTT per statement that stays in the region + local CPU work (password hashing)
 
 where the unavoidable WAN round trips depend on the topology: none in `single` (app and data together)
 and in `multi` for data homed in the client's region; one per statement to the primary region in
@@ -14,18 +15,19 @@ two-phase commit (prepare, commit) to that region.
 
 from __future__ import annotations
 
+import http.client
 import json
 import platform
 import secrets
 import statistics
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
-import requests
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -74,35 +76,65 @@ class JourneyError(RuntimeError):
     pass
 
 
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+
 class JourneyClient:
-    """A MovR user in a city, talking to the balancer's one URL like a browser would."""
+    """A MovR user in a city, talking to the balancer's one URL over one kept-alive connection.
+
+    Plain `http.client`: a heavier client library costs milliseconds per request on a small machine,
+    and that time would be charged to the lab and the app in every measurement.
+    """
 
     def __init__(self, base_url: str, city: str) -> None:
-        self.base = base_url.rstrip("/") + "/api/v1"
-        self.http = requests.Session()
-        self.http.headers["X-Client-City"] = city
+        parsed = urllib.parse.urlsplit(base_url)
+        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
+        self.connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        self.headers = {"X-Client-City": city, "Accept": "application/json"}
         self.city = city
 
-    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        response = self.http.request(method, self.base + path, timeout=60, **kwargs)
-        if response.status_code >= 400:
-            raise JourneyError(f"{method} {path} -> {response.status_code}: {response.text[:300]}")
-        return response
+    def call(self, method: str, path: str, json_body: dict | None = None) -> Reply:
+        headers = dict(self.headers)
+        body = None
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json"
+        for attempt in (1, 2):
+            try:
+                self.connection.request(method, "/api/v1" + path, body=body, headers=headers)
+                response = self.connection.getresponse()
+                reply = Reply(response.status, response.headers, response.read())
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # The server closed an idle kept-alive connection: reconnect once.
+                self.connection.close()
+                if attempt == 2:
+                    raise
+        if reply.status >= 400:
+            raise JourneyError(f"{method} {path} -> {reply.status}: {reply.body[:300]!r}")
+        return reply
 
     def close(self) -> None:
-        self.http.close()
+        self.connection.close()
 
 
-def journey_steps(client: JourneyClient, username: str) -> list[tuple[str, Callable[[], requests.Response]]]:
+def journey_steps(client: JourneyClient, username: str) -> list[tuple[str, Callable[[], Reply]]]:
     """The eight steps, each a closure over what earlier steps returned."""
     found: dict[str, Any] = {}
     city = client.city
 
-    def sign_up() -> requests.Response:
+    def sign_up() -> Reply:
         return client.call(
             "POST",
             "/users",
-            json={
+            {
                 "city": city,
                 "username": username,
                 "password": PASSWORD,
@@ -111,38 +143,38 @@ def journey_steps(client: JourneyClient, username: str) -> list[tuple[str, Calla
             },
         )
 
-    def log_in() -> requests.Response:
-        response = client.call("POST", "/sessions", json={"username": username, "password": PASSWORD})
+    def log_in() -> Reply:
+        response = client.call("POST", "/sessions", {"username": username, "password": PASSWORD})
         token = response.json().get("token")
         if token:
-            client.http.headers["Authorization"] = f"Bearer {token}"
+            client.headers["Authorization"] = f"Bearer {token}"
         return response
 
-    def view_vehicles() -> requests.Response:
+    def view_vehicles() -> Reply:
         return client.call("GET", f"/cities/{city}/vehicles")
 
-    def add_vehicle() -> requests.Response:
+    def add_vehicle() -> Reply:
         response = client.call(
-            "POST", "/vehicles", json={"type": "scooter", "brand": "Vespa", "color": "red", "location": "Main St"}
+            "POST", "/vehicles", {"type": "scooter", "brand": "Vespa", "color": "red", "location": "Main St"}
         )
         found["vehicle"] = response.json()
         return response
 
-    def start_ride() -> requests.Response:
-        response = client.call("POST", "/rides", json={"city": city, "vehicle_id": found["vehicle"]["id"]})
+    def start_ride() -> Reply:
+        response = client.call("POST", "/rides", {"city": city, "vehicle_id": found["vehicle"]["id"]})
         found["ride"] = response.json()
         return response
 
-    def end_ride() -> requests.Response:
+    def end_ride() -> Reply:
         ride = found["ride"]
-        return client.call("PATCH", f"/rides/{ride['city']}/{ride['id']}", json={"location": "Station"})
+        return client.call("PATCH", f"/rides/{ride['city']}/{ride['id']}", {"location": "Station"})
 
-    def view_rides() -> requests.Response:
+    def view_rides() -> Reply:
         return client.call("GET", "/rides")
 
-    def log_out() -> requests.Response:
+    def log_out() -> Reply:
         response = client.call("DELETE", "/sessions")
-        client.http.headers.pop("Authorization", None)
+        client.headers.pop("Authorization", None)
         return response
 
     return list(
@@ -200,11 +232,13 @@ def run_journey(state: LabState, preset: Preset, city: str, scale: float, userna
             statements = int(headers.get("X-Movr-Statements", 0))
             cpu_ms = float(headers.get("X-Movr-Cpu-Ms", 0))
             wan = unavoidable_wan(preset, state.topology, step, served_by, city, username, statements)
-            floor = preset.client_rtt_ms(city, served_by) * scale + sum(wan) * scale + cpu_ms
+            # Statements that stay in the region still cross the intra-region network once each.
+            local_rtts = max(0, statements - len(wan)) * preset.intra_region_rtt_ms
+            floor = (preset.client_rtt_ms(city, served_by) + sum(wan) + local_rtts) * scale + cpu_ms
             run.steps.append(
                 StepResult(
                     step=step,
-                    status=response.status_code,
+                    status=response.status,
                     client_ms=client_ms,
                     statements=statements,
                     sql_ms=float(headers.get("X-Movr-Sql-Ms", 0)),

@@ -15,16 +15,23 @@ from dataclasses import asdict, dataclass
 async def carry(one_way_ms: float) -> None:
     """Wait the one-way delay of the access link on the event loop (never blocking other requests).
 
-    uvloop truncates timers to whole milliseconds against a cached clock and can wake ~1 ms early, which
-    would make a request cheaper than the distance it models; so top up against the monotonic clock until
-    the full delay has passed. Late is possible (scheduling), early is not.
+    Event-loop timers wake up to ~1 ms off (uvloop truncates to whole milliseconds against a cached clock),
+    which would make a request cheaper or dearer than the distance it models. So sleep on the timer until
+    just before the due time, then yield to the loop until it has come: late by microseconds, never early.
     """
     if one_way_ms <= 0:
         return
-    due = time.monotonic() + one_way_ms / 1000.0
-    await asyncio.sleep(one_way_ms / 1000.0)
-    while (left := due - time.monotonic()) > 0:
-        await asyncio.sleep(left)
+    due = time.perf_counter() + one_way_ms / 1000.0
+    coarse = one_way_ms / 1000.0 - _TIMER_SLACK_S
+    if coarse > 0:
+        await asyncio.sleep(coarse)
+    while time.perf_counter() < due:
+        await asyncio.sleep(0)
+
+
+# How early to leave the coarse timer: more than uvloop's worst lateness (the balancer runs on uvloop), so
+# the fine wait decides; kept short because the fine wait keeps a core busy that the app and database need.
+_TIMER_SLACK_S = 0.0012
 
 
 @dataclass
