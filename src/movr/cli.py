@@ -109,14 +109,20 @@ def demo_command(no_serve: bool, preset: str, scale: float, run_dir: Path) -> No
 
 def _register_commands() -> None:
     """Subcommands live beside what they drive; imported here, after `main` exists."""
+    from movr.bench.failover import failover_command
     from movr.bench.journey import journey_command
     from movr.bench.links import links_command
+    from movr.bench.ycsb import insert_command, rehome_command, ycsb_command
     from movr.lab.cli import lab_group
     from movr.placement.cli import db_group
 
     for group, command in (
         (bench_group, links_command),
         (bench_group, journey_command),
+        (bench_group, ycsb_command),
+        (bench_group, insert_command),
+        (bench_group, rehome_command),
+        (bench_group, failover_command),
         (main, lab_group),
         (main, db_group),
     ):

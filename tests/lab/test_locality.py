@@ -42,6 +42,13 @@ def test_rome_journey_in_multi_crosses_no_wan_round_trip(multi):
     assert all(set(s.data_regions) <= {"europe-west1"} for s in run.steps)
 
 
+def test_a_journey_from_a_city_with_a_space_in_its_name(multi):
+    run = run_journey(multi, PRESET, "new york", multi.scale)
+    assert all(s.status < 300 for s in run.steps)
+    assert {s.served_by for s in run.steps} == {"us-east1"}
+    assert [s.link_wan_round_trips for s in run.steps[1:]] == [0] * (len(STEPS) - 1)
+
+
 def test_signup_with_a_remote_username_directory_costs_two_wan_round_trips(multi):
     username = username_homed_in("us-west1", "romefar")
     run = run_journey(multi, PRESET, "rome", multi.scale, username=username)

@@ -151,7 +151,7 @@ def journey_steps(client: JourneyClient, username: str) -> list[tuple[str, Calla
         return response
 
     def view_vehicles() -> Reply:
-        return client.call("GET", f"/cities/{city}/vehicles")
+        return client.call("GET", f"/cities/{urllib.parse.quote(city)}/vehicles")
 
     def add_vehicle() -> Reply:
         response = client.call(
@@ -167,7 +167,7 @@ def journey_steps(client: JourneyClient, username: str) -> list[tuple[str, Calla
 
     def end_ride() -> Reply:
         ride = found["ride"]
-        return client.call("PATCH", f"/rides/{ride['city']}/{ride['id']}", {"location": "Station"})
+        return client.call("PATCH", f"/rides/{urllib.parse.quote(ride['city'])}/{ride['id']}", {"location": "Station"})
 
     def view_rides() -> Reply:
         return client.call("GET", "/rides")
@@ -185,7 +185,14 @@ def journey_steps(client: JourneyClient, username: str) -> list[tuple[str, Calla
 
 
 def unavoidable_wan(
-    preset: Preset, topology: str, step: str, served_by: str, city: str, username: str, statements: int
+    preset: Preset,
+    topology: str,
+    step: str,
+    served_by: str,
+    city: str,
+    username: str,
+    statements: int,
+    directory_regions: list[str] | None = None,
 ) -> list[float]:
     """The RTTs (ms, unscaled) of the WAN round trips this step cannot avoid in this topology."""
     primary = preset.primary_region
@@ -196,7 +203,7 @@ def unavoidable_wan(
     home = preset.region_of(city)
     rtts = [preset.rtt_ms(served_by, home)] * statements if served_by != home else []
     if step == "sign up":
-        directory = directory_region(preset, username)
+        directory = directory_region(preset, username, directory_regions)
         if directory != served_by:
             rtts += [preset.rtt_ms(served_by, directory)] * 2
     return rtts
@@ -215,9 +222,12 @@ def round_trips_on(links: set[str], before: dict[str, dict], after: dict[str, di
 
 def run_journey(state: LabState, preset: Preset, city: str, scale: float, username: str | None = None) -> JourneyRun:
     from movr.lab.links import fetch_counters
+    from movr.lab.survival import journey_commit_ms, layout_of
 
     username = username or f"j{city.replace(' ', '')[:10]}{secrets.token_hex(4)}"
-    run = JourneyRun(state.topology, city, username, directory_region(preset, username))
+    layout = layout_of(state)  # a survival goal: commits also wait for a synchronous standby
+    directories = (layout or {}).get("directory_regions")
+    run = JourneyRun(state.topology, city, username, directory_region(preset, username, directories))
     client = JourneyClient(state.balancer_url, city)
     wan_links = wan_app_links(state.plan)
     try:
@@ -231,10 +241,11 @@ def run_journey(state: LabState, preset: Preset, city: str, scale: float, userna
             served_by = headers.get("X-Movr-Region", "")
             statements = int(headers.get("X-Movr-Statements", 0))
             cpu_ms = float(headers.get("X-Movr-Cpu-Ms", 0))
-            wan = unavoidable_wan(preset, state.topology, step, served_by, city, username, statements)
+            wan = unavoidable_wan(preset, state.topology, step, served_by, city, username, statements, directories)
             # Statements that stay in the region still cross the intra-region network once each.
             local_rtts = max(0, statements - len(wan)) * preset.intra_region_rtt_ms
-            floor = (preset.client_rtt_ms(city, served_by) + sum(wan) + local_rtts) * scale + cpu_ms
+            commit = journey_commit_ms(layout, preset, step, served_by, city, run.directory_region)
+            floor = (preset.client_rtt_ms(city, served_by) + sum(wan) + local_rtts + commit) * scale + cpu_ms
             run.steps.append(
                 StepResult(
                     step=step,
@@ -312,18 +323,23 @@ def run_benchmark(
     run_dir: Path,
     json_path: Path | None,
     plot_path: Path | None,
+    super_regions: bool = True,
 ) -> dict[str, Any]:
-    from movr.lab.supervisor import lab_down, lab_up
+    """`topologies` may name survival variants of multi, `multi+zone` and `multi+region` (movr.lab.survival):
+    the same journey with standbys and synchronous commits, so the table shows what each goal costs."""
+    from movr.lab.supervisor import SurvivalOptions, lab_down, lab_up
     from movr.store.sample import generate, load_sample
 
     preset = load_preset(preset_source)
     runs: list[JourneyRun] = []
     with Progress(console=console) as progress:
         task = progress.add_task("journeys", total=len(topologies) * len(cities) * repeats)
-        for topology in topologies:
-            lab_dir = run_dir / f"journey-{topology}"
-            progress.update(task, description=f"{topology}: standing the lab up")
-            state = lab_up(lab_dir, preset, preset_source, topology, scale)
+        for label in topologies:
+            topology, _, goal = label.partition("+")
+            survival = SurvivalOptions(goal, super_regions) if goal else None  # type: ignore[arg-type]
+            lab_dir = run_dir / f"journey-{label}"
+            progress.update(task, description=f"{label}: standing the lab up")
+            state = lab_up(lab_dir, preset, preset_source, topology, scale, survival=survival)
             try:
                 loader = state.loader_backend()
                 try:
@@ -339,13 +355,15 @@ def run_benchmark(
                     )
                 finally:
                     loader.close()
-                progress.update(task, description=f"{topology}: warming up")
+                progress.update(task, description=f"{label}: warming up")
                 for city in cities:
                     run_journey(state, preset, city, scale)  # warm pools and caches; not recorded
                 for city in cities:
                     for _ in range(repeats):
-                        progress.update(task, description=f"{topology}: from {city}")
-                        runs.append(run_journey(state, preset, city, scale))
+                        progress.update(task, description=f"{label}: from {city}")
+                        run = run_journey(state, preset, city, scale)
+                        run.topology = label
+                        runs.append(run)
                         progress.advance(task)
             finally:
                 lab_down(lab_dir)
@@ -469,6 +487,13 @@ def plot_journey(
     help="Comma-separated client cities.",
 )
 @click.option("--topologies", "topologies_text", default="single,hybrid,multi", show_default=True)
+@click.option(
+    "--survival",
+    "survival_text",
+    default="",
+    help="Also run multi with these survival goals (zone,region): the write latency each goal costs.",
+)
+@click.option("--no-super-regions", is_flag=True, help="With --survival: switch the preset's super regions off.")
 @click.option("--repeats", default=5, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every figure here.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="PNG bar chart (default: next to --json).")
@@ -478,6 +503,8 @@ def journey_command(
     scale: float,
     cities_text: str,
     topologies_text: str,
+    survival_text: str,
+    no_super_regions: bool,
     repeats: int,
     json_path: Path | None,
     plot_path: Path | None,
@@ -498,6 +525,10 @@ def journey_command(
     bad = [t for t in topologies if t not in TOPOLOGIES]
     if bad or not topologies:
         raise CliError(f"unknown topology {', '.join(bad) or '(none)'}: choose from {', '.join(TOPOLOGIES)}")
+    goals = [g.strip() for g in survival_text.split(",") if g.strip()]
+    if [g for g in goals if g not in ("zone", "region")]:
+        raise CliError(f"unknown survival goal in {survival_text!r}: choose from zone, region")
+    topologies += [f"multi+{goal}" for goal in goals]
     if plot_path is None and json_path is not None:
         plot_path = json_path.with_suffix(".png")
     result = run_benchmark(
@@ -509,6 +540,7 @@ def journey_command(
         run_dir=run_dir,
         json_path=json_path,
         plot_path=plot_path,
+        super_regions=not no_super_regions,
     )
     print_report(result)
     if json_path:

@@ -50,6 +50,18 @@ class LabPlan:
         data["links"] = [spec.to_dict() for spec in self.links]
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict) -> LabPlan:
+        """The plan back from a state file (`as_dict`), e.g. to start an app server again after a drill."""
+        return cls(
+            **{
+                **data,
+                "servers": {region: ServerPlan(**server) for region, server in data["servers"].items()},
+                "links": [LinkSpec.from_dict(link) for link in data["links"]],
+                "extra": dict(data.get("extra", {})),
+            }
+        )
+
 
 def link_name(purpose: str, src: str, server: str) -> str:
     return f"{purpose}:{src}->{server}"

@@ -24,7 +24,8 @@ A chunk is never delivered before it is due; a reset is passed on at once (a sim
 
 Run as a process: ``python -m movr.lab.links --spec FILE.json --control-port N``. On start it prints one JSON
 line ``{"event": "ready", "control_port": N, "links": {name: port}}`` to stdout, then serves
-``GET /links``, ``POST /links/{name}`` (``{"one_way_ms": x}`` or ``{"down": bool}``) and ``POST /reset`` on
+``GET /links``, ``POST /links/{name}`` (``{"one_way_ms": x}``, ``{"down": bool}`` or, to re-point it at another
+server, ``{"target_port": n, "dst": name, "kind": "wan"|"local"}``) and ``POST /reset`` on
 127.0.0.1:N, and exits cleanly on SIGTERM/SIGINT.
 """
 
@@ -718,6 +719,24 @@ class LinkServer:
             raise ValueError("one_way_ms must be >= 0")
         self._link(name).delay_s = one_way_ms / 1000.0
 
+    def set_target(self, name: str, target_port: int, *, dst: str | None = None, kind: str | None = None) -> None:
+        """Point the link at another server (failover re-routing); its name and listening port stay.
+
+        Connections it carries go to the old target, so they are dropped (a reset), as a client of a
+        failed-over database would see; new connections reach the new target. ``dst``/``kind`` describe the
+        new far end (the caller sets the delay that goes with it through ``set_delay``).
+        """
+        if not 0 < int(target_port) < 65536:
+            raise ValueError("target_port must be a TCP port")
+        link = self._link(name)
+        changes: dict[str, Any] = {"target_port": int(target_port)}
+        if dst is not None:
+            changes["dst"] = str(dst)
+        if kind is not None:
+            changes["kind"] = kind
+        link.spec = dataclasses.replace(link.spec, **changes)  # validates kind
+        self._drop_connections(link)
+
     def set_down(self, name: str, down: bool) -> None:
         """A down link refuses new connections (its port is closed) and drops the ones it carries."""
         link = self._link(name)
@@ -836,6 +855,9 @@ class LinkThread:
     def set_down(self, name: str, down: bool) -> None:
         self._call(self.server.set_down, name, down)
 
+    def set_target(self, name: str, target_port: int, *, dst: str | None = None, kind: str | None = None) -> None:
+        self._call(lambda: self.server.set_target(name, target_port, dst=dst, kind=kind))
+
     def reset_counters(self) -> None:
         self._call(self.server.reset_counters)
 
@@ -872,8 +894,10 @@ def make_control_app(server: LinkServer) -> Any:
             return web.json_response({"error": f"no link named {name!r}"}, status=404)
         try:
             body = await request.json()
-            if not isinstance(body, dict) or not ({"one_way_ms", "down"} & body.keys()):
-                raise ValueError('expected {"one_way_ms": x} or {"down": true|false}')
+            if not isinstance(body, dict) or not ({"one_way_ms", "down", "target_port"} & body.keys()):
+                raise ValueError('expected {"one_way_ms": x}, {"down": true|false} or {"target_port": n}')
+            if "target_port" in body:
+                server.set_target(name, int(body["target_port"]), dst=body.get("dst"), kind=body.get("kind"))
             if "one_way_ms" in body:
                 server.set_delay(name, float(body["one_way_ms"]))
             if "down" in body:
@@ -925,9 +949,22 @@ def post_link(
     one_way_ms: float | None = None,
     down: bool | None = None,
     timeout: float = 5.0,
+    target_port: int | None = None,
+    dst: str | None = None,
+    kind: str | None = None,
 ) -> dict[str, Any]:
-    """Change a link of a link server process at run time; returns the link as the server now sees it."""
+    """Change a link of a link server process at run time; returns the link as the server now sees it.
+
+    ``target_port`` (with ``dst`` and ``kind`` describing the new far end) re-points the link at another
+    server, dropping the connections it carries; it is applied before a delay given in the same call.
+    """
     body: dict[str, Any] = {}
+    if target_port is not None:
+        body["target_port"] = target_port
+        if dst is not None:
+            body["dst"] = dst
+        if kind is not None:
+            body["kind"] = kind
     if one_way_ms is not None:
         body["one_way_ms"] = one_way_ms
     if down is not None:

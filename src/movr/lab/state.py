@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +17,7 @@ if TYPE_CHECKING:
     pass
 
 STATE_FILE = "lab.json"
+LOCK_FILE = "lab.lock"
 
 
 class LabStateError(RuntimeError):
@@ -40,6 +44,9 @@ class LabState:
     secret_key: str = ""
     database: str = "movr"
     started_at: float = 0.0
+    # Survival goals only (movr.lab.survival): current primaries, faults and the controller's decisions.
+    # Empty, and then absent from the file, for a lab without a survival goal.
+    survival: dict[str, Any] = field(default_factory=dict)
 
     @property
     def preset(self) -> Preset:
@@ -54,12 +61,23 @@ class LabState:
         return int(self.plan["links_control_port"])
 
     def server_dsn(self, region: str, via_link: str | None = None) -> str:
-        """A server's conninfo: direct (administration, bulk loads) or through a named link."""
+        """A server's conninfo: direct (administration, bulk loads) or through a named link.
+
+        Under a survival goal `region` names the data of that region: after a failover that is the promoted
+        standby, wherever it runs.
+        """
         if via_link is None:
-            port = self.plan["servers"][region]["port"]
+            port = self.primary_port(region)
         else:
             port = next(link["listen_port"] for link in self.plan["links"] if link["name"] == via_link)
         return f"host=127.0.0.1 port={port} user=postgres dbname={self.database}"
+
+    def primary_port(self, region: str) -> int:
+        """The port of the server that is primary for `region`'s data now."""
+        current = self.survival.get("primaries", {}).get(region)
+        if current is not None:
+            return int(self.plan["extra"]["survival"]["servers"][current]["port"])
+        return int(self.plan["servers"][region]["port"])
 
     def loader_backend(self):
         """A backend for bulk loads: straight to the servers (an operator's load is not a user's request)."""
@@ -68,8 +86,12 @@ class LabState:
 
         preset = self.preset
         if self.topology == "multi":
+            directory = self.plan.get("extra", {}).get("survival", {}).get("directory_regions")
             return RegionalPostgresBackend(
-                {r: self.server_dsn(r) for r in self.plan["servers"]}, preset, preset.primary_region
+                {r: self.server_dsn(r) for r in self.plan["servers"]},
+                preset,
+                preset.primary_region,
+                **({"directory_regions": directory} if directory else {}),
             )
         return PostgresBackend(self.server_dsn(preset.primary_region), preset)
 
@@ -85,7 +107,9 @@ class LabState:
             "database": self.database,
             "started_at": self.started_at,
         }
-        tmp = path.with_suffix(".tmp")
+        if self.survival:
+            data["survival"] = self.survival
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         # The state holds the lab's session secret: readable by its owner only.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -109,6 +133,7 @@ class LabState:
                 secret_key=data.get("secret_key", ""),
                 database=data.get("database", "movr"),
                 started_at=float(data.get("started_at", 0)),
+                survival=data.get("survival", {}),
             )
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise LabStateError(f"the lab state file {path} is unreadable: {err}") from None
@@ -116,3 +141,29 @@ class LabState:
     @staticmethod
     def remove(run_dir: Path) -> None:
         (Path(run_dir) / STATE_FILE).unlink(missing_ok=True)
+        (Path(run_dir) / LOCK_FILE).unlink(missing_ok=True)
+
+    @classmethod
+    def update(cls, run_dir: Path, change: Callable[[LabState], None]) -> LabState:
+        """Read, change and write the state under an exclusive lock.
+
+        Several processes write the state of a lab with a survival goal (the controller records failovers,
+        `movr lab fail/heal` record faults and restarted processes): each must start from the latest file,
+        or one would silently undo the other's change.
+        """
+        with state_lock(run_dir):
+            state = cls.read(run_dir)
+            change(state)
+            state.write()
+            return state
+
+
+@contextlib.contextmanager
+def state_lock(run_dir: Path) -> Iterator[None]:
+    """An exclusive advisory lock on the lab's state (a separate file: lab.json itself is replaced)."""
+    with open(Path(run_dir) / LOCK_FILE, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

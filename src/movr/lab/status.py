@@ -43,6 +43,71 @@ def collect_status(state: LabState) -> dict[str, Any]:
         "servers": servers,
         "links": [{**link, "counters": counters.get(link["name"], {})} for link in state.plan["links"]],
         "balancer": _balancer_status(state),
+        **_survival_status(state),
+    }
+
+
+def _survival_status(state: LabState) -> dict[str, Any]:
+    """Survival goals only: each group's primary now, its standbys as the primary sees them, and the recent
+    faults and controller decisions. Absent for a lab without a survival goal."""
+    from movr.lab.pgserver import PostgresServer
+    from movr.lab.standbys import replication_status
+    from movr.lab.survival import current_primaries, layout_of, sync_standby_names
+
+    layout = layout_of(state)
+    if layout is None:
+        return {}
+    primaries = current_primaries(state)
+    groups = []
+    for group, info in layout["groups"].items():
+        primary = primaries[group]
+        try:
+            replication = {r["application_name"]: r for r in replication_status(layout["servers"][primary]["port"])}
+            reachable = True
+        except Exception:  # a lost primary: report it, do not fail the status
+            replication, reachable = {}, False
+        members = []
+        for name in info["members"]:
+            server = layout["servers"][name]
+            pg = PostgresServer(name=name, base_dir=state.run_dir / "servers" / name, port=server["port"])
+            seen = replication.get(server["app_name"], {})
+            members.append(
+                {
+                    "name": name,
+                    "region": server["region"],
+                    "port": server["port"],
+                    "role": "primary" if name == primary else "standby",
+                    "running": pg.is_running(),
+                    "state": "primary" if name == primary else seen.get("state"),
+                    "sync_state": seen.get("sync_state"),
+                    "replay_lag_bytes": seen.get("replay_lag_bytes"),
+                }
+            )
+        groups.append(
+            {
+                "group": group,
+                "goal": info["goal"],
+                "allowed_regions": info["allowed"],
+                "primary": primary,
+                "primary_region": layout["servers"][primary]["region"],
+                "primary_reachable": reachable,
+                "synchronous_standby_names": sync_standby_names(layout, group, primary),
+                "members": members,
+            }
+        )
+    survival = state.survival
+    return {
+        "survival": {
+            "goal": layout["goal"],
+            "super_regions": layout["super_regions"],
+            "placement_restricted": layout["placement_restricted"],
+            "directory_regions": layout.get("directory_regions"),
+            "groups": groups,
+            "partitions": survival.get("partitions", []),
+            "lost_regions": survival.get("lost_regions", []),
+            "failovers": survival.get("failovers", []),
+            "events": survival.get("events", [])[-15:],
+        }
     }
 
 

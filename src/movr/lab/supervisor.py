@@ -1,8 +1,9 @@
 """Stand a lab up and take it down: real processes with ports, logs and a state file (law 6).
 
 `lab_up` starts, in order: the PostgreSQL servers (schema on each), the links process, GLOBAL-table
-replication (multi), one app server per region, and the balancer; if any step fails it stops what it
-started. `lab_down` stops everything the state file names, then any postgres left under the run dir.
+replication (multi), the standbys of a survival goal, one app server per region, the balancer, and (survival
+goals only) the failover controller; if any step fails it stops what it started. `lab_down` stops everything
+the state file names, then any postgres left under the run dir (standbys included).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +30,8 @@ from movr.lab.layout import LabPlan, Topology, link_name, plan_lab
 from movr.lab.links import dump_specs
 from movr.lab.pgserver import LAB_DEFAULTS, PostgresServer, stop_stray_servers
 from movr.lab.state import LabState, LabStateError, ProcessRecord
+from movr.lab.survival import SurvivalOptions, plan_survival
+from movr.placement.spec import SpecError
 from movr.store.regional import DIRECTORY_DDL
 from movr.store.schema import create_schema
 
@@ -52,7 +56,13 @@ def lab_up(
     scale: float,
     say: Say = lambda _: None,
     app_workers: int = 2,
+    survival: SurvivalOptions | None = None,
+    app_threads: int | None = None,
 ) -> LabState:
+    """Stand a lab up. `survival` (multi only) adds standbys per region, a synchronous quorum for commits
+    and the failover controller (movr.lab.survival); without it the lab is exactly the plain topology.
+    `app_threads` > 1 runs each app worker with threads (default: 4 with a survival goal, so that requests
+    waiting on a lost region do not hold up the rest, else 1)."""
     run_dir = run_dir.resolve()
     try:
         existing = LabState.read(run_dir)
@@ -61,8 +71,22 @@ def lab_up(
     if existing is not None:
         raise LabError(f"a lab is already running in {run_dir}; stop it with 'movr lab down'")
     run_dir.mkdir(parents=True, exist_ok=True)
+    # A lab starts from empty servers: data left by an earlier lab in this run dir belongs to that lab.
+    stop_stray_servers(run_dir)
+    shutil.rmtree(run_dir / "servers", ignore_errors=True)
     (run_dir / "logs").mkdir(exist_ok=True)
     plan = plan_lab(preset, topology, scale, preset_source)
+    if survival is not None:
+        if topology != "multi":
+            raise LabError(f"a survival goal needs --topology multi (a primary per region), not {topology}")
+        try:
+            plan_survival(plan, survival.spec(preset_source), preset)
+        except SpecError as err:
+            raise LabError(str(err)) from None
+        threads = app_threads if app_threads is not None else 4
+        plan.extra["apps"] = {"workers": app_workers, "threads": threads}
+    else:
+        threads = app_threads if app_threads is not None else 4  # gthread workers keep the balancer's connections alive
     state = LabState(
         run_dir,
         topology,
@@ -79,13 +103,26 @@ def lab_up(
         _start_links(state, plan, say)
         if topology == "multi" and len(plan.servers) > 1:
             _replicate_global_tables(state, plan, preset, say)
-        _start_apps(state, plan, preset, app_workers, say)
+        if survival is not None:
+            _start_standbys(state, plan, say)
+        _start_apps(state, plan, preset, app_workers, say, threads=threads)
         _start_balancer(state, plan, say)
-    except BaseException:
+        if survival is not None:
+            _start_controller(state, say)
+    except LabError:
         say("bring-up failed; stopping what was started")
         lab_down(run_dir)
         raise
-    return state
+    except Exception as error:
+        say("bring-up failed; stopping what was started")
+        lab_down(run_dir)
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise LabError(f"bring-up failed: {first_line} (logs in {run_dir / 'logs'})") from error
+    except BaseException:  # Ctrl-C: stop what was started, then let it end the command
+        lab_down(run_dir)
+        raise
+    # The controller writes the state file from now on: hand back what is on disk.
+    return LabState.read(run_dir) if survival is not None else state
 
 
 def _server(run_dir: Path, plan_server) -> PostgresServer:
@@ -101,8 +138,10 @@ def _start_servers(run_dir: Path, plan: LabPlan, preset: Preset, say: Say) -> No
     for region, server_plan in plan.servers.items():
         say(f"PostgreSQL 18 for {region} on 127.0.0.1:{server_plan.port}")
         server = _server(run_dir, server_plan)
-        # Commits are local by default; only GLOBAL writes ask to wait for the other regions.
-        server.init({**LAB_DEFAULTS, "synchronous_commit": "local", "wal_sender_timeout": "0"})
+        # Commits are local by default; only GLOBAL writes ask to wait for the other regions. A survival
+        # goal adds the settings standbys, rewinds and failovers need (its quorum is set once they stream).
+        survival_settings = plan.extra.get("survival", {}).get("server_settings", {})
+        server.init({**LAB_DEFAULTS, "synchronous_commit": "local", "wal_sender_timeout": "0", **survival_settings})
         server.start()
         server.create_database(DATABASE)
         dsn = server.dsn(DATABASE)
@@ -217,6 +256,51 @@ def _replicate_global_tables(state: LabState, plan: LabPlan, preset: Preset, say
     raise LabError("GLOBAL-table subscribers did not start streaming; see the servers' postgres.log")
 
 
+def _start_standbys(state: LabState, plan: LabPlan, say: Say) -> None:
+    from movr.lab.standbys import StandbyError, bring_up
+
+    layout = plan.extra["survival"]
+    if len(plan.servers) > 1:
+        # One synchronous_standby_names per server: under a survival goal it names the quorum of standbys,
+        # so GLOBAL writes wait for that quorum, and the other regions' copies follow asynchronously.
+        say("survival goal: GLOBAL writes wait for the quorum; other regions' copies follow asynchronously")
+    try:
+        bring_up(state.run_dir, layout, {link.name: link.listen_port for link in plan.links}, say)
+    except StandbyError as err:
+        raise LabError(str(err)) from None
+    state.plan["extra"]["survival"] = layout  # a standby whose port was taken meanwhile got another one
+    state.survival = {
+        "primaries": {group: info["primary"] for group, info in layout["groups"].items()},
+        "partitions": [],
+        "lost_regions": [],
+        "events": [],
+        "failovers": [],
+    }
+    state.write()
+
+
+def _start_controller(state: LabState, say: Say) -> None:
+    """The failure detector and failover controller (movr.lab.controller); ready once it recorded itself."""
+    say("failover controller: watching every primary")
+    process = _spawn(
+        state,
+        "controller",
+        "controller",
+        [sys.executable, "-m", "movr.lab.controller", "--run-dir", str(state.run_dir)],
+        None,
+    )
+    log = state.run_dir / "logs" / "controller.log"
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LabError(f"the controller exited with status {process.returncode}; its log:\n{_tail(log)}")
+        with contextlib.suppress(LabStateError):
+            if LabState.read(state.run_dir).survival.get("controller", {}).get("pid") == process.pid:
+                return
+        time.sleep(0.1)  # polling for readiness, not distance
+    raise LabError(f"the controller did not start within {READY_TIMEOUT:.0f} s; its log:\n{_tail(log)}")
+
+
 def _app_env(state: LabState, plan: LabPlan, preset: Preset, region: str) -> dict[str, str]:
     env = {
         "MOVR_PRESET": state.preset_source,
@@ -232,6 +316,11 @@ def _app_env(state: LabState, plan: LabPlan, preset: Preset, region: str) -> dic
             for server_region, server in plan.servers.items()
         }
         env["MOVR_REGION_DATABASE_URLS"] = json.dumps(urls)
+        layout = plan.extra.get("survival")
+        if layout is not None:
+            env["MOVR_POOL_TIMEOUT"] = str(layout["pool_timeout_s"])
+            if layout.get("directory_regions"):
+                env["MOVR_DIRECTORY_REGIONS"] = json.dumps(layout["directory_regions"])
     else:
         server = plan.servers[preset.primary_region]
         env["MOVR_DATABASE_URL"] = (
@@ -241,7 +330,26 @@ def _app_env(state: LabState, plan: LabPlan, preset: Preset, region: str) -> dic
     return env
 
 
-def _start_apps(state: LabState, plan: LabPlan, preset: Preset, workers: int, say: Say) -> None:
+def _app_argv(state: LabState, region: str, port: int, workers: int, threads: int) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "movr.web.serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--region",
+        region,
+        "--preset",
+        state.preset_source,
+    ]
+    return argv + (["--threads", str(threads)] if threads > 1 else [])
+
+
+def _start_apps(state: LabState, plan: LabPlan, preset: Preset, workers: int, say: Say, *, threads: int = 1) -> None:
     started = []
     for region in plan.app_regions:
         port = plan.app_ports[region]
@@ -250,21 +358,7 @@ def _start_apps(state: LabState, plan: LabPlan, preset: Preset, workers: int, sa
             state,
             f"app-{region}",
             "app",
-            [
-                sys.executable,
-                "-m",
-                "movr.web.serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-                "--region",
-                region,
-                "--preset",
-                state.preset_source,
-            ],
+            _app_argv(state, region, port, workers, threads),
             port,
             _app_env(state, plan, preset, region),
         )
@@ -276,6 +370,36 @@ def _start_apps(state: LabState, plan: LabPlan, preset: Preset, workers: int, sa
             f"app server {region}",
             state.run_dir / "logs" / f"app-{region}.log",
         )
+
+
+def restart_app_server(run_dir: Path, region: str, timeout: float = READY_TIMEOUT) -> int:
+    """Start a lost region's app server again (movr lab heal), as lab_up started it; returns its pid.
+
+    The state file is updated under its lock: the failover controller writes it too.
+    """
+    state = LabState.read(run_dir)
+    plan = LabPlan.from_dict(state.plan)
+    apps = plan.extra.get("apps", {"workers": 2, "threads": 1})
+    port = plan.app_ports[region]
+    name = f"app-{region}"
+    log_path = state.run_dir / "logs" / f"{name}.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            _app_argv(state, region, port, apps["workers"], apps["threads"]),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **_app_env(state, plan, state.preset, region)},
+            start_new_session=True,
+        )
+
+    def record(current: LabState) -> None:
+        current.processes = [p for p in current.processes if p.name != name]
+        current.processes.append(ProcessRecord(name, "app", process.pid, str(log_path), port))
+
+    LabState.update(state.run_dir, record)
+    _wait_http(f"http://127.0.0.1:{port}/healthz", process, f"app server {region}", log_path, timeout)
+    return process.pid
 
 
 def _start_balancer(state: LabState, plan: LabPlan, say: Say) -> None:
@@ -352,4 +476,4 @@ def link_counters(state: LabState) -> dict[str, dict[str, int]]:
     return fetch_counters(state.links_control_port)
 
 
-__all__ = ["LabError", "lab_down", "lab_up", "link_counters", "link_name"]
+__all__ = ["LabError", "SurvivalOptions", "lab_down", "lab_up", "link_counters", "link_name", "restart_app_server"]

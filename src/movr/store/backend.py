@@ -7,8 +7,10 @@ the CockroachDB backend live beside it and follow the same contract.
 from __future__ import annotations
 
 import abc
+import contextlib
+import select
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import psycopg
 from psycopg import sql
@@ -68,11 +70,24 @@ class ServerPool:
     """
 
     def __init__(
-        self, conninfo: str, region: str, *, wan: bool = False, max_size: int = 8, options: str | None = None
+        self,
+        conninfo: str,
+        region: str,
+        *,
+        wan: bool = False,
+        max_size: int = 8,
+        options: str | None = None,
+        timeout: float = 10.0,
+        reconnect_timeout: float = 5 * 60.0,
     ) -> None:
+        """`timeout`: how long a request waits for a connection; `reconnect_timeout`: how long the pool keeps
+        retrying (with backoff) to open one. Labs with a survival goal shorten both, so that a request for
+        a lost server fails fast and the first request after a failover connects at once instead of
+        waiting out the pool's backoff."""
         self.conninfo = conninfo
         self.region = region
         self.wan = wan
+        self.max_size = max_size
         kwargs: dict = {"autocommit": True, "row_factory": dict_row, "prepare_threshold": None}
         if options:
             kwargs["options"] = options
@@ -82,9 +97,33 @@ class ServerPool:
             max_size=max_size,
             kwargs=kwargs,
             open=True,
-            timeout=10,
+            timeout=timeout,
+            reconnect_timeout=reconnect_timeout,
             name=f"movr-{region}",
         )
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection that is still open, as `pool.connection()` gives but never a stale one.
+
+        A server that crashed, failed over or was cut off by a link closes its idle connections; the pool
+        cannot know until one is used, and the request that used it would fail. So an idle connection
+        whose socket is readable (the peer closed it, or sent a farewell) is dropped and another taken:
+        nothing was sent on it, so trying another is safe even for a write, and costs no round trip.
+        """
+        for _ in range(self.max_size + 1):
+            conn = self.pool.getconn()
+            if _closed_by_peer(conn):
+                conn.close()
+                self.pool.putconn(conn)  # a closed connection is discarded and replaced by the pool
+                continue
+            try:
+                with conn:
+                    yield conn
+            finally:
+                self.pool.putconn(conn)
+            return
+        raise psycopg.OperationalError(f"every pooled connection to the database in {self.region} was closed")
 
     def wait_ready(self, timeout: float) -> None:
         self.pool.wait(timeout=timeout)
@@ -92,7 +131,7 @@ class ServerPool:
     def execute(self, action: str, statements: Sequence[Statement]) -> list[Rows]:
         started = time.perf_counter()
         try:
-            with self.pool.connection() as conn:
+            with self._connection() as conn:
                 results = execute_on(conn, statements)
         except psycopg.OperationalError as error:
             raise StoreUnavailable(f"the database in {self.region} is not reachable: {error}") from error
@@ -106,7 +145,7 @@ class ServerPool:
         started = time.perf_counter()
         cursors = []
         try:
-            with self.pool.connection() as conn:
+            with self._connection() as conn:
                 try:
                     with conn.pipeline():
                         conn.execute("BEGIN")
@@ -135,7 +174,7 @@ class ServerPool:
 
     def _finish_prepared(self, template: str, gid: str) -> None:
         started = time.perf_counter()
-        with self.pool.connection() as conn:
+        with self._connection() as conn:
             conn.execute(sql.SQL(template).format(sql.Literal(gid)))
         stats.record("two_phase_commit", 0, time.perf_counter() - started, 1 if self.wan else 0, (self.region,))
 
@@ -159,6 +198,21 @@ class ServerPool:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _closed_by_peer(conn: psycopg.Connection) -> bool:
+    """Has the server (or a link) closed this idle connection? A local check: no round trip.
+
+    An idle connection in autocommit receives nothing unless its peer closed it or is about to (a
+    FATAL message on shutdown), so a readable socket means it must not be used.
+    """
+    if conn.closed or conn.broken:
+        return True
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.OperationalError):
+        return True
+    return bool(readable)
 
 
 def execute_on(conn: psycopg.Connection, statements: Sequence[Statement]) -> list[Rows]:

@@ -27,12 +27,16 @@ def make_backend(
     region_urls: Mapping[str, str] | None = None,
     wan: bool = False,
     follower_reads: bool = False,
+    pool_timeout: float | None = None,
+    directory_regions: list[str] | None = None,
 ) -> Backend:
     region = region or preset.primary_region
     if region_urls:
         from movr.store.regional import RegionalPostgresBackend
 
-        return RegionalPostgresBackend(dict(region_urls), preset, region)
+        return RegionalPostgresBackend(
+            dict(region_urls), preset, region, pool_timeout=pool_timeout, directory_regions=directory_regions
+        )
     if not database_url:
         raise ConfigError("set MOVR_DATABASE_URL (or MOVR_REGION_DATABASE_URLS for the lab)")
     if database_url.startswith("cockroachdb"):
@@ -53,7 +57,8 @@ def _postgres_backend(url: str, preset: Preset, region: str, *, wan: bool) -> Ba
 
 def backend_from_env(env: Mapping[str, str] | None = None) -> Backend:
     """MOVR_PRESET, MOVR_REGION, MOVR_DATABASE_URL / MOVR_REGION_DATABASE_URLS, MOVR_DATABASE_WAN,
-    MOVR_FOLLOWER_READS."""
+    MOVR_FOLLOWER_READS; for lab region servers also MOVR_POOL_TIMEOUT (seconds) and MOVR_DIRECTORY_REGIONS
+    (a JSON list), which labs with a survival goal or data domiciling set."""
     env = os.environ if env is None else env
     preset = load_preset(env.get("MOVR_PRESET", "gcp-3"))
     region = env.get("MOVR_REGION") or preset.primary_region
@@ -67,6 +72,17 @@ def backend_from_env(env: Mapping[str, str] | None = None) -> Backend:
             region_urls = json.loads(env["MOVR_REGION_DATABASE_URLS"])
         except json.JSONDecodeError as err:
             raise ConfigError(f"MOVR_REGION_DATABASE_URLS is not JSON: {err}") from None
+    extra: dict = {}
+    if env.get("MOVR_POOL_TIMEOUT"):
+        try:
+            extra["pool_timeout"] = float(env["MOVR_POOL_TIMEOUT"])
+        except ValueError:
+            raise ConfigError(f"MOVR_POOL_TIMEOUT {env['MOVR_POOL_TIMEOUT']!r} is not a number of seconds") from None
+    if env.get("MOVR_DIRECTORY_REGIONS"):
+        try:
+            extra["directory_regions"] = list(json.loads(env["MOVR_DIRECTORY_REGIONS"]))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise ConfigError(f"MOVR_DIRECTORY_REGIONS is not a JSON list: {err}") from None
     return make_backend(
         preset,
         region,
@@ -74,4 +90,5 @@ def backend_from_env(env: Mapping[str, str] | None = None) -> Backend:
         region_urls=region_urls,
         wan=env.get("MOVR_DATABASE_WAN", "") in ("1", "true", "yes"),
         follower_reads=env.get("MOVR_FOLLOWER_READS", "") in ("1", "true", "yes"),
+        **extra,
     )

@@ -39,9 +39,13 @@ CREATE TABLE IF NOT EXISTS username_directory (
 REGIONAL_TABLES_IN_LAB = ("rides", "vehicles", "users", "username_directory")
 
 
-def directory_region(preset: Preset, value: str) -> str:
-    """The region that homes a unique value's directory entry: stable across processes and runs."""
-    regions = sorted(preset.region_names)
+def directory_region(preset: Preset, value: str, regions: Sequence[str] | None = None) -> str:
+    """The region that homes a unique value's directory entry: stable across processes and runs.
+
+    `regions` narrows the choice (data domiciling, see movr.lab.survival.directory_regions): the regions
+    where every city's rows may be stored, so that no directory entry leaves its user's allowed regions.
+    """
+    regions = sorted(regions or preset.region_names)
     digest = hashlib.blake2b(value.encode(), digest_size=8).digest()
     return regions[int.from_bytes(digest, "big") % len(regions)]
 
@@ -66,13 +70,31 @@ def release_statement(claim: UniqueClaim) -> Statement:
 class RegionalPostgresBackend(Backend):
     name = "regional-postgres"
 
-    def __init__(self, region_urls: dict[str, str], preset: Preset, region: str, *, pool_size: int = 8) -> None:
+    def __init__(
+        self,
+        region_urls: dict[str, str],
+        preset: Preset,
+        region: str,
+        *,
+        pool_size: int = 8,
+        pool_timeout: float | None = None,
+        directory_regions: Sequence[str] | None = None,
+    ) -> None:
+        """`pool_timeout` (labs with a survival goal): fail fast on a lost server and reconnect at once after
+        a failover (see ServerPool). `directory_regions`: where username directory entries may live."""
         super().__init__(preset, region)
         missing = set(preset.region_names) - set(region_urls)
         if missing:
             raise ValueError(f"no database URL for region(s) {', '.join(sorted(missing))}")
+        unknown = set(directory_regions or ()) - set(preset.region_names)
+        if unknown:
+            raise ValueError(f"directory regions {', '.join(sorted(unknown))} are not regions of {preset.name}")
+        self.directory_regions = tuple(directory_regions or ())
+        self._pool_options: dict[str, float] = (
+            {} if pool_timeout is None else {"timeout": pool_timeout, "reconnect_timeout": min(1.0, pool_timeout)}
+        )
         self.servers = {
-            name: ServerPool(_conninfo(url), name, wan=name != region, max_size=pool_size)
+            name: ServerPool(_conninfo(url), name, wan=name != region, max_size=pool_size, **self._pool_options)
             for name, url in region_urls.items()
         }
         self._global_writer: ServerPool | None = None
@@ -125,17 +147,21 @@ class RegionalPostgresBackend(Backend):
                 wan=self.preset.primary_region != self.region,
                 max_size=2,
                 options="-c synchronous_commit=remote_apply",
+                **self._pool_options,
             )
         return self._global_writer
 
     # --- global uniqueness --------------------------------------------------------------------------
 
+    def directory_of(self, value: str) -> str:
+        return directory_region(self.preset, value, self.directory_regions)
+
     def _run_with_directory(self, work: Work, user_region: str) -> list[Rows]:
         parts: dict[str, list[Statement]] = {user_region: list(work.statements)}
         for claim in work.claims:
-            parts.setdefault(directory_region(self.preset, claim.value), []).append(claim_statement(claim))
+            parts.setdefault(self.directory_of(claim.value), []).append(claim_statement(claim))
         for claim in work.releases:
-            parts.setdefault(directory_region(self.preset, claim.value), []).append(release_statement(claim))
+            parts.setdefault(self.directory_of(claim.value), []).append(release_statement(claim))
         if len(parts) == 1:
             return self.servers[user_region].execute(work.action, parts[user_region])[: len(work.statements)]
         return self._two_phase(work, user_region, parts)
@@ -183,7 +209,7 @@ class RegionalPostgresBackend(Backend):
         if table == "users":
             entries: dict[str, list[dict]] = {}
             for row in rows:
-                entries.setdefault(directory_region(self.preset, row["username"]), []).append(
+                entries.setdefault(self.directory_of(row["username"]), []).append(
                     {"username": row["username"], "city": row["city"], "user_id": row["id"]}
                 )
             for region, region_rows in entries.items():

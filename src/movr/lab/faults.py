@@ -1,0 +1,318 @@
+"""Faults and their healing, for failure drills (law 6: killing a region is killing processes).
+
+    fail_server(run_dir, name)   SIGKILL one PostgreSQL server (PostgresServer.kill: a crash)
+    fail_region(run_dir, region) kill every server running in the region, its app server, and take it out of
+                                 the balancer's rotation (clients go to the next-nearest region)
+    partition(run_dir, a, b)     every link between regions a and b goes down (refuses and drops connections)
+    heal(run_dir, target)        undo: partitions up, lost servers back - as standbys of their group's current
+                                 primary (pg_rewind, else a fresh clone) or, for a group that never failed
+                                 over, as its primary again - app servers restarted, balancer rotation restored
+
+A lab without a survival goal can be failed too (its servers simply stay down until healed).
+Every fault and heal is an event in the state file, shown by `movr lab status`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from movr.lab.controller import group_operations, record_event
+from movr.lab.state import LabState
+from movr.lab.survival import current_primaries, layout_of, link_target, server_index
+
+Say = Callable[[str], None]
+
+
+class FaultError(RuntimeError):
+    """A fault or heal that names nothing in this lab, or could not be carried out."""
+
+
+def _server(run_dir: Path, info: dict[str, Any]):
+    from movr.lab.pgserver import PostgresServer
+
+    return PostgresServer(info["name"], Path(run_dir) / "servers" / info["name"], int(info["port"]))
+
+
+def _regions(state: LabState) -> list[str]:
+    return state.preset.region_names
+
+
+def _balancer_region(state: LabState, region: str, down: bool) -> None:
+    request = urllib.request.Request(
+        f"{state.balancer_url}/_balancer/regions/{region}",
+        data=json.dumps({"down": down}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=5):
+        pass
+
+
+# --- faults --------------------------------------------------------------------------------------------------
+
+
+def fail_server(run_dir: Path, name: str, say: Say = lambda _: None) -> None:
+    state = LabState.read(run_dir)
+    servers = server_index(state)
+    if name not in servers:
+        raise FaultError(f"no server named {name!r} (servers: {', '.join(servers)})")
+    record_event(state.run_dir, "fault", f"server {name} killed", server=name)
+    _server(state.run_dir, servers[name]).kill()
+    say(f"killed {name} ({servers[name]['region']})")
+
+
+def fail_region(run_dir: Path, region: str, say: Say = lambda _: None) -> list[str]:
+    """Kill everything running in `region`: its database servers (any group's), its app server; and tell the
+    balancer, as a global load balancer's health checks would, that the region is gone."""
+    state = LabState.read(run_dir)
+    if region not in _regions(state):
+        raise FaultError(f"no region {region!r} in preset {state.preset.name}")
+    servers = [info for info in server_index(state).values() if info["region"] == region]
+    apps = [record for record in state.processes if record.kind == "app" and record.name == f"app-{region}"]
+    victims = [info["name"] for info in servers] + [record.name for record in apps]
+    # Recorded first: the event's time is when the region went, which drills measure from.
+    record_event(state.run_dir, "fault", f"region {region} killed: {', '.join(victims)}", region=region)
+    # All at once, as a region goes: one after another would let the last ones serve on for a while.
+    with ThreadPoolExecutor(max_workers=len(victims) or 1, thread_name_prefix="movr-kill") as pool:
+        servers_done = [(info["name"], pool.submit(_server(state.run_dir, info).kill)) for info in servers]
+        apps_done = [(record.name, pool.submit(_kill_family, record.pid)) for record in apps]
+        _balancer_region(state, region, down=True)
+        killed = [name for name, future in servers_done if future.result() is None]
+        killed += [name for name, future in apps_done if future.result()]
+
+    def change(current: LabState) -> None:
+        lost = current.survival.setdefault("lost_regions", [])
+        if region not in lost:
+            lost.append(region)
+
+    LabState.update(state.run_dir, change)
+    say(f"region {region} lost: killed {', '.join(killed)}")
+    return killed
+
+
+def _kill_family(pid: int) -> bool:
+    try:
+        process = psutil.Process(pid)
+        family = [*process.children(recursive=True), process]
+    except psutil.NoSuchProcess:
+        return False
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.send_signal(signal.SIGKILL)
+    psutil.wait_procs(family, timeout=10)
+    return True
+
+
+def partition(run_dir: Path, a: str, b: str, say: Say = lambda _: None) -> list[str]:
+    state = LabState.read(run_dir)
+    for region in (a, b):
+        if region not in _regions(state):
+            raise FaultError(f"no region {region!r} in preset {state.preset.name}")
+    if a == b:
+        raise FaultError("a partition needs two different regions")
+
+    def change(current: LabState) -> None:
+        pairs = current.survival.setdefault("partitions", [])
+        if sorted((a, b)) not in pairs:
+            pairs.append(sorted((a, b)))
+
+    state = LabState.update(state.run_dir, change)
+    down = apply_link_states(state)
+    say(f"partitioned {a} from {b}: {len(down)} link(s) down")
+    record_event(state.run_dir, "fault", f"partition {a} | {b}: links down: {', '.join(down)}", regions=[a, b])
+    return down
+
+
+def apply_link_states(state: LabState) -> list[str]:
+    """Set every link down that crosses a partition (by its current far end), and up otherwise."""
+    from movr.lab.links import fetch_links, post_link
+
+    partitions = {frozenset(pair) for pair in state.survival.get("partitions", [])}
+    regions = {name: info["region"] for name, info in server_index(state).items()}
+    down = []
+    for link in fetch_links(state.links_control_port):
+        src, dst_region = link["src"], regions.get(link["dst"])
+        crossing = dst_region is not None and frozenset((src, dst_region)) in partitions
+        if crossing:
+            down.append(link["name"])
+        if crossing != link["down"]:
+            post_link(state.links_control_port, link["name"], down=crossing)
+    return down
+
+
+# --- healing -------------------------------------------------------------------------------------------------
+
+
+def heal(run_dir: Path, target: list[str] | None = None, say: Say = lambda _: None) -> list[str]:
+    """Heal everything (no target or "all"), a region, a server, or a partition (two regions)."""
+    state = LabState.read(run_dir)
+    target = [t for t in (target or []) if t] or ["all"]
+    servers = server_index(state)
+    regions = _regions(state)
+    done: list[str] = []
+    if target == ["all"]:
+        done += _heal_partitions(state, None, say)
+        for region in list(state.survival.get("lost_regions", [])):
+            done += _heal_region(state.run_dir, region, say)
+        done += _heal_servers(state.run_dir, list(servers), say)
+        for region in state.plan.get("app_regions", []):
+            done += _heal_app(state.run_dir, region, say)
+    elif len(target) == 2 and all(t in regions for t in target):
+        done += _heal_partitions(state, frozenset(target), say)
+    elif len(target) == 1 and target[0] in regions:
+        done += _heal_region(state.run_dir, target[0], say)
+    elif len(target) == 1 and target[0] in servers:
+        done += _heal_servers(state.run_dir, target, say)
+    else:
+        raise FaultError(
+            f"nothing to heal named {' '.join(target)!r}: give 'all', a region, a server, or two regions (partition)"
+        )
+    if done:
+        record_event(state.run_dir, "heal", "healed: " + ", ".join(done))
+    return done
+
+
+def _heal_partitions(state: LabState, pair: frozenset[str] | None, say: Say) -> list[str]:
+    before = [frozenset(p) for p in state.survival.get("partitions", [])]
+    if not before:
+        return []
+
+    def change(current: LabState) -> None:
+        current.survival["partitions"] = [
+            p for p in current.survival.get("partitions", []) if pair is not None and frozenset(p) != pair
+        ]
+
+    state = LabState.update(state.run_dir, change)
+    apply_link_states(state)
+    healed = [" | ".join(sorted(p)) for p in before if pair is None or p == pair]
+    for item in healed:
+        say(f"partition {item} healed")
+    return [f"partition {item}" for item in healed]
+
+
+def _heal_region(run_dir: Path, region: str, say: Say) -> list[str]:
+    state = LabState.read(run_dir)
+    names = [name for name, info in server_index(state).items() if info["region"] == region]
+    done = _heal_servers(run_dir, names, say)
+    done += _heal_app(run_dir, region, say)
+
+    def change(current: LabState) -> None:
+        current.survival["lost_regions"] = [r for r in current.survival.get("lost_regions", []) if r != region]
+
+    if state.survival:
+        LabState.update(run_dir, change)
+    return done
+
+
+def _heal_app(run_dir: Path, region: str, say: Say) -> list[str]:
+    from movr.lab.supervisor import restart_app_server
+
+    state = LabState.read(run_dir)
+    if region not in state.plan.get("app_ports", {}):
+        return []
+    record = next((p for p in state.processes if p.name == f"app-{region}"), None)
+    done = []
+    if record is None or not _alive(record.pid):
+        restart_app_server(run_dir, region)
+        say(f"app server for {region} started again")
+        done.append(f"app-{region}")
+    _balancer_region(state, region, down=False)
+    return done
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _heal_servers(run_dir: Path, names: list[str], say: Say) -> list[str]:
+    """Start lost servers: a group's primary in place; anyone else as a standby of the current primary."""
+    from movr.lab.pgserver import LAB_DEFAULTS
+    from movr.lab.standbys import PRIMARY_BASE_SETTINGS, READY_TIMEOUT_S, rejoin, start
+
+    state = LabState.read(run_dir)
+    servers = server_index(state)
+    layout = layout_of(state)
+    primaries = current_primaries(state)
+    lost = [name for name in names if not _server(state.run_dir, servers[name]).is_running()]
+    # Primaries first: a standby can only follow a primary that runs.
+    lost.sort(key=lambda name: 0 if primaries.get(servers[name]["group"]) == name else 1)
+    done = []
+
+    def moved(name: str, port: int) -> None:
+        _record_port(state.run_dir, name, port, primaries)
+        say(f"{name}: its port was taken while it was down; it listens on {port} now")
+
+    with group_operations(state.run_dir):
+        for name in lost:
+            info = servers[name]
+            group = info["group"]
+            server = _server(state.run_dir, info)
+            if layout is None:
+                server.start(timeout=READY_TIMEOUT_S)
+                say(f"{name} started again")
+                done.append(name)
+                continue
+            if primaries.get(group) == name:
+                # Crash recovery from its own WAL, then it serves again (its quorum is in postgresql.auto.conf).
+                settings = {**LAB_DEFAULTS, **PRIMARY_BASE_SETTINGS, **layout["server_settings"]}
+                start(server, layout, name, lambda s=settings: s, moved)
+                say(f"{name} started again as {group}'s primary")
+                done.append(name)
+                continue
+            original = layout["groups"][group]["primary"]
+            link = f"standby:{info['region']}->{original}"
+            port = next(x["listen_port"] for x in state.plan["links"] if x["name"] == link)
+            primary_port = int(servers[primaries[group]]["port"])
+            how = rejoin(state.run_dir, layout, name, port, primary_port, say, moved)
+            say(f"{name} rejoined {group} as a standby of {primaries[group]} ({how})")
+            done.append(f"{name} ({how})")
+    return done
+
+
+def _record_port(run_dir: Path, name: str, port: int, primaries: dict[str, str]) -> None:
+    """A server moved to another port: record it, and re-point the links of a group whose primary it is."""
+    from movr.lab.links import post_link
+
+    repointed: list[str] = []
+
+    def change(state: LabState) -> None:
+        layout = layout_of(state)
+        assert layout is not None
+        layout["servers"][name]["port"] = port
+        group = layout["servers"][name]["group"]
+        if layout["groups"][group]["primary"] == name:
+            state.plan["servers"][group]["port"] = port
+        if primaries.get(group) != name:
+            return
+        original = layout["groups"][group]["primary"]
+        for link in state.plan["links"]:
+            if link_target(link["name"])[2] == original:
+                link["target_port"] = port
+                repointed.append(link["name"])
+
+    state = LabState.update(run_dir, change)
+    for link in repointed:
+        post_link(state.links_control_port, link, target_port=port)
+
+
+def links_between(state: LabState, a: str, b: str) -> list[str]:
+    """Links whose two ends are in regions a and b (either way), by their current far end."""
+    regions = {name: info["region"] for name, info in server_index(state).items()}
+    found = []
+    for link in state.plan["links"]:
+        _, src, _ = link_target(link["name"])
+        if {src, regions.get(link["dst"])} == {a, b}:
+            found.append(link["name"])
+    return found

@@ -1,0 +1,371 @@
+"""Survival goals in the lab: which standbys each region's primary gets, which of them a commit waits for, and
+which standby may be promoted when a primary is lost. Pure rules over the placement spec; the PostgreSQL work
+is in `movr.lab.standbys`, the failure detector in `movr.lab.controller`.
+
+A region's data is a *group*: its primary (`<region>-a`, laid out by `movr.lab.layout`) and the standbys this
+module adds, each a PostgreSQL physical standby cloned through a link from its own region (law 1):
+
+- `zone` (CockroachDB: 3 replicas in the home region): standbys `<region>-b` and `<region>-c` in the home
+  region (zones b and c, intra-region RTT). Commit waits for one of them: `ANY 1 (b, c)`.
+- `region` (CockroachDB: 5 replicas, quorum 3, two voters at home): `<region>-b` in the home region and
+  `<region>-in-<other>` in every other region the data may live in. Commit waits for one standby *outside the
+  primary's region*: `ANY 1 (<the standbys elsewhere>)`, so a write costs at least the RTT to the nearest
+  other region (article 004), and the in-region standby is asynchronous - caught up in a fraction of a
+  millisecond, it is what a lost primary alone fails over to.
+- Domiciling: standbys are placed only in `PlacementSpec.allowed_regions(home)` - the home's super region, or
+  the home alone under PLACEMENT RESTRICTED. A super region too small for region survival carries an explicit
+  zone goal (the spec settles that), so its groups are zone groups.
+
+Which standbys are synchronous follows the *current* primary (`sync_members`): after a region is lost and its
+data promoted elsewhere, commits keep waiting for a region other than the new primary's.
+
+Failover rule (`choose_promotion`): with `ANY k (L)` every acknowledged commit is on at least k members of L.
+If at most k-1 members of L are unreachable, the most advanced reachable member of L holds every acknowledged
+commit; a standby is eligible when the WAL it holds (received, or replayed, whichever is further) reaches
+that point. If more
+are unreachable nothing can be proven, and the group waits (unavailable) rather than risk losing a commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from movr.geo import Preset
+from movr.lab.links import LinkSpec
+from movr.lab.ports import free_port
+from movr.placement.spec import PlacementSpec, Survival, load_spec
+
+QUORUM = 1  # ANY 1: a commit waits for one synchronous standby (zone: at home; region: in another region)
+
+# Every server of a survival lab, whatever its role now: roles change at failover and at rejoin.
+SERVER_SETTINGS: Mapping[str, str] = {
+    "hot_standby": "on",  # standbys answer reads: the audit and the controller look inside them
+    "wal_log_hints": "on",  # pg_rewind, so a lost primary can rejoin as a standby without a full copy
+    "wal_keep_size": "512MB",  # a standby that was down a while catches up from the primary's WAL
+    # A standby whose primary changed reconnects (through its re-pointed link) within this interval, and
+    # the new primary's commits wait for it: keep it short, the drills measure it.
+    "wal_retrieve_retry_interval": "200ms",
+    "hot_standby_feedback": "on",
+}
+POOL_TIMEOUT_S = 2.0  # app servers of a survival lab: fail fast on a lost server, reconnect at once
+
+
+@dataclass(frozen=True)
+class SurvivalOptions:
+    """What `movr lab up --survival ...` asks for; the placement spec turns it into goals per region."""
+
+    goal: Survival
+    super_regions: bool = True
+    placement_restricted: bool = False
+    spec_file: Path | None = None
+
+    def spec(self, preset_source: str) -> PlacementSpec:
+        return load_spec(
+            preset_source,
+            self.spec_file,
+            survival=self.goal,
+            super_regions=None if self.super_regions else False,
+            placement_restricted=True if self.placement_restricted else None,
+        )
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the controller learned from one server: is it a standby, and how much WAL has it received."""
+
+    in_recovery: bool
+    lsn: int  # received-and-flushed WAL for a standby, current WAL for a primary
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: str | None
+    reason: str
+    safe_lsn: int | None = None
+
+
+# --- layout ------------------------------------------------------------------------------------------------
+
+
+def app_name(server: str) -> str:
+    """The standby's application_name (what synchronous_standby_names lists)."""
+    return server.replace("-", "_")
+
+
+def plan_survival(plan: Any, spec: PlacementSpec, preset: Preset) -> dict[str, Any]:
+    """Add standbys, their links and the survival layout to a `multi` LabPlan (in `plan.extra["survival"]`).
+
+    Links: `standby:<region>-><home>-a` from every region that hosts a member of a group to the group's
+    primary (re-pointed at the new primary on failover), and `repl:<region>-><primary region>-a` from every
+    region where a GLOBAL-table subscriber's data may be promoted.
+    """
+    if plan.topology != "multi":
+        raise ValueError("survival goals need the multi topology: a primary per region to protect")
+    servers: dict[str, dict[str, Any]] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    for home, primary in plan.servers.items():
+        goal = spec.survival_of(home)
+        allowed = list(spec.allowed_regions(home))
+        members = [(primary.name, home, primary.port, "a")]
+        if goal == "zone":
+            members += [(f"{home}-{zone}", home, stable_port(), zone) for zone in ("b", "c")]
+        else:
+            members.append((f"{home}-b", home, stable_port(), "b"))
+            members += [(f"{home}-in-{other}", other, stable_port(), None) for other in allowed if other != home]
+        for name, region, port, zone in members:
+            servers[name] = {"name": name, "group": home, "region": region, "port": port, "zone": zone}
+            servers[name]["app_name"] = app_name(name)
+        groups[home] = {
+            "goal": goal,
+            "allowed": allowed,
+            "primary": primary.name,
+            "members": [m[0] for m in members],
+            "sync_rule": "home" if goal == "zone" else "elsewhere",
+        }
+
+    existing = {link.name for link in plan.links}
+
+    def add(purpose: str, src: str, server: str, region: str, port: int) -> None:
+        name = f"{purpose}:{src}->{server}"
+        if name in existing:
+            return
+        existing.add(name)
+        plan.links.append(
+            LinkSpec(
+                name=name,
+                listen_port=free_port(),
+                target_port=port,
+                one_way_ms=preset.rtt_ms(src, region) * plan.scale / 2,
+                kind="local" if src == region else "wan",
+                src=src,
+                dst=server,
+            )
+        )
+
+    for home, group in groups.items():
+        primary = servers[group["primary"]]
+        for region in dict.fromkeys(servers[m]["region"] for m in group["members"]):
+            add("standby", region, primary["name"], home, primary["port"])
+    publisher = servers[groups[preset.primary_region]["primary"]]
+    for home, group in groups.items():
+        if home == preset.primary_region:
+            continue
+        for member in group["members"]:
+            add("repl", servers[member]["region"], publisher["name"], preset.primary_region, publisher["port"])
+
+    directory = directory_regions(spec)
+    layout = {
+        "goal": spec.survival,
+        "super_regions": {name: list(members) for name, members in spec.super_regions.items()},
+        "super_region_survival": dict(spec.super_region_survival),
+        "placement_restricted": spec.placement_restricted,
+        "groups": groups,
+        "servers": servers,
+        "directory_regions": directory,
+        "server_settings": dict(SERVER_SETTINGS),
+        "pool_timeout_s": POOL_TIMEOUT_S,
+    }
+    plan.extra["survival"] = layout
+    return layout
+
+
+# Below Linux's ephemeral range (32768-60999 by default), from which the kernel picks the local port of every
+# outgoing connection - and `free_port` picks too. A standby starts long after its port is chosen (after every
+# clone), and a lost server's port lies free until it is healed: a port in the ephemeral range can be taken
+# meanwhile by any connection the lab makes. Ports here are only ever taken by a deliberate bind.
+STABLE_PORTS = range(20000, 32000)
+_chosen_ports: set[int] = set()
+
+
+def stable_port() -> int:
+    """A free TCP port on 127.0.0.1 outside the ephemeral range (see STABLE_PORTS); never the same twice here."""
+    import random
+    import socket
+
+    for _ in range(1000):
+        port = random.choice(STABLE_PORTS)
+        if port in _chosen_ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _chosen_ports.add(port)
+        return port
+    return free_port()  # a crowded machine: fall back to the kernel's choice
+
+
+def directory_regions(spec: PlacementSpec) -> list[str] | None:
+    """Where username-directory entries may live without leaving any user's allowed regions.
+
+    The directory is homed by a hash of the name, whatever the user's city, so an entry may only go to a
+    region allowed for *every* city: the intersection of all allowed-region sets. None when that is every
+    region (no narrowing), or when it is empty - then no placement domiciles the directory, and the audit
+    says so (PLACEMENT RESTRICTED, disjoint super regions).
+    """
+    allowed = set(spec.regions)
+    for region in spec.regions:
+        allowed &= set(spec.allowed_regions(region))
+    if not allowed or allowed == set(spec.regions):
+        return None
+    return sorted(allowed)
+
+
+def link_target(name: str) -> tuple[str, str, str]:
+    """(purpose, source region, server the link was laid out for) of a link name `purpose:src->server`."""
+    purpose, _, rest = name.partition(":")
+    src, _, server = rest.partition("->")
+    return purpose, src, server
+
+
+# --- synchronous standbys ----------------------------------------------------------------------------------
+
+
+def sync_members(layout: Mapping[str, Any], group: str, primary: str) -> list[str]:
+    """The standbys a commit of `group` waits for (one of them) while `primary` is its primary."""
+    info = layout["groups"][group]
+    servers = layout["servers"]
+    others = [m for m in info["members"] if m != primary]
+    if info["sync_rule"] == "home":
+        return [m for m in others if servers[m]["region"] == group]
+    here = servers[primary]["region"]
+    return [m for m in others if servers[m]["region"] != here]
+
+
+def sync_standby_names(layout: Mapping[str, Any], group: str, primary: str) -> str:
+    members = sync_members(layout, group, primary)
+    names = ", ".join(f'"{layout["servers"][m]["app_name"]}"' for m in members)
+    return f"ANY {QUORUM} ({names})"
+
+
+def commit_wait_ms(
+    layout: Mapping[str, Any], preset: Preset, group: str, primary: str, lost: Iterable[str] = ()
+) -> float | None:
+    """The RTT (ms, unscaled) a commit of `group` waits for: to its nearest synchronous standby still up.
+
+    None when every synchronous standby is lost: commits then wait until one is back.
+    """
+    lost = set(lost)
+    here = layout["servers"][primary]["region"]
+    rtts = [
+        preset.rtt_ms(here, layout["servers"][m]["region"])
+        for m in sync_members(layout, group, primary)
+        if m not in lost
+    ]
+    return min(rtts) if rtts else None
+
+
+# --- failover ----------------------------------------------------------------------------------------------
+
+
+def choose_promotion(
+    layout: Mapping[str, Any], preset: Preset, group: str, primary: str, probes: Mapping[str, Probe | None]
+) -> Decision:
+    """Which standby of `group` to promote now that `primary` is lost, or None and why not (see module doc).
+
+    `probes` maps members to what they answered (None: unreachable). Among eligible standbys the home region
+    wins, then the region nearest home (reads and writes stay as local as they can), then the name.
+    """
+    sync = sync_members(layout, group, primary)
+    reachable = {
+        name: probe
+        for name, probe in probes.items()
+        if probe is not None and probe.in_recovery and name != primary and name in layout["groups"][group]["members"]
+    }
+    missing = [m for m in sync if m not in reachable]
+    if len(missing) > QUORUM - 1:
+        return Decision(
+            None,
+            f"cannot prove which standby holds every acknowledged commit: synchronous standby(s) "
+            f"{', '.join(missing)} unreachable (commits waited for {QUORUM} of {', '.join(sync) or 'none'})",
+        )
+    safe = max((reachable[m].lsn for m in sync), default=0)
+    eligible = [name for name, probe in reachable.items() if probe.lsn >= safe]
+    if not eligible:  # cannot happen: the most advanced synchronous member is eligible by definition
+        return Decision(None, "no standby has every acknowledged commit", safe)
+    servers = layout["servers"]
+
+    def preference(name: str) -> tuple[int, float, str]:
+        region = servers[name]["region"]
+        return (0 if region == group else 1, preset.rtt_ms(group, region), name)
+
+    chosen = min(eligible, key=preference)
+    lsn = reachable[chosen].lsn
+    return Decision(
+        chosen,
+        f"{chosen} ({servers[chosen]['region']}) has every acknowledged commit: received {format_lsn(lsn)}, "
+        f"synchronous standbys reached {format_lsn(safe)}",
+        safe,
+    )
+
+
+def parse_lsn(text: str | None) -> int:
+    if not text:
+        return 0
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def format_lsn(value: int) -> str:
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+# --- reading a lab's layout --------------------------------------------------------------------------------
+
+
+def layout_of(state: Any) -> dict[str, Any] | None:
+    """The survival layout of a lab's state, or None for a lab without a survival goal."""
+    return state.plan.get("extra", {}).get("survival")
+
+
+def server_index(state: Any) -> dict[str, dict[str, Any]]:
+    """Every database server of a lab, with its region (where it runs), group (whose data) and port."""
+    layout = layout_of(state)
+    if layout is not None:
+        return layout["servers"]
+    return {
+        server["name"]: {"name": server["name"], "group": region, "region": region, "port": server["port"]}
+        for region, server in state.plan["servers"].items()
+    }
+
+
+def current_primaries(state: Any) -> dict[str, str]:
+    """Group (data region) -> the server that is its primary now."""
+    base = {region: server["name"] for region, server in state.plan["servers"].items()}
+    return {**base, **state.survival.get("primaries", {})}
+
+
+# --- the write cost of survival (floors) --------------------------------------------------------------------
+
+JOURNEY_WRITES = ("sign up", "add vehicle", "start ride", "end ride")
+
+
+def journey_commit_ms(
+    layout: Mapping[str, Any] | None,
+    preset: Preset,
+    step: str,
+    served_by: str,
+    city: str,
+    directory: str,
+) -> float:
+    """What a survival goal adds (ms, unscaled) to the floor of one journey step: its commits' wait for the
+    nearest synchronous standby of each group it writes, beyond the WAN round trips already in the floor.
+
+    A one-server write waits once. A sign-up whose username directory is homed in another region commits by
+    two-phase commit: in each of its two rounds the home server and the directory server both wait for their
+    quorum, in parallel, the directory's behind its WAN round trip (counted elsewhere).
+    """
+    if layout is None or step not in JOURNEY_WRITES:
+        return 0.0
+    home = preset.region_of(city)
+    primary = layout["groups"][home]["primary"]
+    wait_home = commit_wait_ms(layout, preset, home, primary) or 0.0
+    if step != "sign up" or directory == home:
+        return wait_home
+    wait_dir = commit_wait_ms(layout, preset, directory, layout["groups"][directory]["primary"]) or 0.0
+    rtt_dir = preset.rtt_ms(served_by, directory) if served_by != directory else 0.0
+    return 2 * (max(rtt_dir + wait_dir, wait_home) - rtt_dir)

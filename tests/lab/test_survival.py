@@ -1,0 +1,165 @@
+"""Survival goals in a whole lab: a region-kill drill that loses nothing, domiciling proven by the audit,
+and a partition that is not a failure. Assertions count rows, ledgers and links; the one timing figure (when
+writes resumed) is only bounded generously - `movr bench failover` measures it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from movr.bench.failover import DrillConfig, run_drill
+from movr.bench.journey import run_journey
+from movr.cli import main
+from movr.geo import load_preset
+from movr.lab.faults import heal, partition
+from movr.lab.links import fetch_links
+from movr.lab.state import LabState
+from movr.store.regional import directory_region
+
+pytestmark = pytest.mark.lab
+
+AWS = load_preset("aws-eu-us")
+LAB_SCALE = 0.05  # as the other lab tests: small delays; assertions count, they do not time
+
+
+def processes_under(run_dir: Path) -> list[psutil.Process]:
+    """Live processes whose command line or working directory names the run directory."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            text = " ".join(process.info["cmdline"] or []) + " " + (process.info["cwd"] or "")
+            if str(run_dir) in text and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def test_region_kill_drill_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    run_dir = tmp_path / "drill"
+    config = DrillConfig(
+        preset_source="aws-eu-us",
+        survival="region",
+        super_regions=False,
+        kill="eu-central-1",
+        duration=12.0,
+        kill_at=4.0,
+        scale=LAB_SCALE,
+        cities_per_region=1,
+        run_dir=run_dir,
+    )
+    result = run_drill(config)
+    assert processes_under(run_dir) == [], "the drill left processes running"
+
+    assert result["ledger_check"]["ok"], result["ledger_check"]
+    assert result["ledger_check"]["lost"] == [] and result["ledger_check"]["duplicated"] == []
+    assert result["ledger"]["started"] > 10 and result["ledger"]["ended"] > 10
+    assert result["invariants"]["ok"], result["invariants"]
+    assert result["replicas"]["ok"], result["replicas"]
+
+    (failover,) = result["failovers"]
+    assert failover["group"] == "eu-central-1" and failover["old"] == "eu-central-1-a"
+    assert failover["new_region"] != "eu-central-1"
+
+    cities = {row["city"]: row for row in result["cities"]}
+    lost_city = cities["stockholm"]
+    assert lost_city["resumed"], "writes for the lost region's cities never resumed"
+    assert lost_city["after"]["errors"] == 0 and lost_city["after"]["served_by"] != ["eu-central-1"]
+    assert lost_city["writes_resumed_after_kill_s"] < 30  # generous: the drill reports the real figure
+    for city in ("dublin", "new york"):
+        assert cities[city]["failed_after_kill"] == 0, cities[city]
+    assert result["passed"]
+
+
+@pytest.fixture(scope="module")
+def domiciled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
+    """Region survival on aws-eu-us with the `europe` super region: Europe survives zone failures only."""
+    from movr.lab.supervisor import SurvivalOptions, lab_down, lab_up
+    from movr.store.sample import generate, load_sample
+
+    run_dir = tmp_path_factory.mktemp("lab-domiciled")
+    try:
+        state = lab_up(run_dir, AWS, "aws-eu-us", "multi", LAB_SCALE, survival=SurvivalOptions("region"))
+        loader = state.loader_backend()
+        try:
+            n = len(AWS.cities)
+            load_sample(loader, generate(AWS, users=n, vehicles=n, rides=n, seed=5))
+        finally:
+            loader.close()
+        yield state
+    finally:
+        lab_down(run_dir)
+        assert processes_under(run_dir) == [], "lab down left processes running"
+
+
+def audit_exit_code(state: LabState) -> tuple[int, dict]:
+    result = CliRunner().invoke(main, ["lab", "audit-domicile", "--json", "--run-dir", str(state.run_dir)])
+    return result.exit_code, json.loads(result.output)
+
+
+def test_status_shows_each_region_with_its_goal_and_standbys(domiciled: LabState) -> None:
+    from movr.lab.status import collect_status
+
+    survival = collect_status(LabState.read(domiciled.run_dir))["survival"]
+    groups = {group["group"]: group for group in survival["groups"]}
+    assert groups["eu-central-1"]["goal"] == "zone" and groups["us-east-2"]["goal"] == "region"
+    for group in groups.values():
+        standbys = [m for m in group["members"] if m["role"] == "standby"]
+        assert all(m["running"] and m["state"] == "streaming" for m in standbys), standbys
+        assert {m["sync_state"] for m in standbys} <= {"quorum", "async"}
+    us = {m["name"]: m for m in groups["us-east-2"]["members"]}
+    assert us["us-east-2-b"]["sync_state"] == "async" and us["us-east-2-in-eu-west-3"]["sync_state"] == "quorum"
+
+
+def test_audit_passes_with_the_europe_super_region_and_fails_on_a_european_row_in_the_us(
+    domiciled: LabState,
+) -> None:
+    code, report = audit_exit_code(domiciled)
+    assert code == 0 and report["ok"], report["violations"]
+    scanned = report["scanned"]
+    assert len(scanned) == 10  # 3 primaries, 2 + 2 European standbys at home, 3 US standbys
+    assert scanned["eu-west-3-b"]["users"] > 0 and scanned["us-east-2-in-eu-west-3"]["users"] > 0
+
+    # Force a Rome (eu-west-3) row onto the US primary: replication copies it to the US standbys too.
+    dsn = domiciled.server_dsn("us-east-2")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO users (city, id, username, password_hash, first_name, last_name, email) "
+            "VALUES ('rome', gen_random_uuid(), 'misplaced-roman', 'x', '', '', '')"
+        )
+    try:
+        code, report = audit_exit_code(domiciled)
+        assert code == 1 and not report["ok"]
+        where = {(v["server"], v["city"], v["table"]) for v in report["violations"]}
+        assert ("us-east-2-a", "rome", "users") in where
+        assert {v["server_region"] for v in report["violations"]} == {"us-east-2"}
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DELETE FROM users WHERE username = 'misplaced-roman'")
+    assert audit_exit_code(domiciled)[0] == 0
+
+
+def test_a_partition_cuts_links_but_is_no_failover_and_writes_still_reach_a_quorum(domiciled: LabState) -> None:
+    run_dir = domiciled.run_dir
+    directories = ["eu-central-1", "eu-west-3"]
+    username = next(f"nyc{n}" for n in range(9999) if directory_region(AWS, f"nyc{n}", directories) == "eu-central-1")
+    down = partition(run_dir, "eu-west-3", "us-east-2")
+    try:
+        assert "standby:eu-west-3->us-east-2-a" in down and "app:us-east-2->eu-west-3-a" in down
+        links = {link["name"]: link for link in fetch_links(domiciled.links_control_port)}
+        assert links["standby:eu-west-3->us-east-2-a"]["down"] and not links["app:us-east-2->us-east-2-a"]["down"]
+        # Boston's commits wait for its standby in eu-central-1 now; the journey completes.
+        state = LabState.read(run_dir)
+        journey = run_journey(state, AWS, "boston", state.scale, username=username)
+        assert [s.status < 300 for s in journey.steps] == [True] * len(journey.steps)
+        assert LabState.read(run_dir).survival.get("failovers", []) == []
+    finally:
+        heal(run_dir, ["eu-west-3", "us-east-2"])
+    links = {link["name"]: link for link in fetch_links(domiciled.links_control_port)}
+    assert not any(link["down"] for link in links.values())
