@@ -112,6 +112,8 @@ def _register_commands() -> None:
     from movr.bench.failover import failover_command
     from movr.bench.journey import journey_command
     from movr.bench.links import links_command
+    from movr.bench.report import report_command
+    from movr.bench.throughput import throughput_command
     from movr.bench.ycsb import insert_command, rehome_command, ycsb_command
     from movr.lab.cli import lab_group
     from movr.placement.cli import db_group
@@ -123,6 +125,8 @@ def _register_commands() -> None:
         (bench_group, insert_command),
         (bench_group, rehome_command),
         (bench_group, failover_command),
+        (bench_group, throughput_command),
+        (bench_group, report_command),
         (main, lab_group),
         (main, db_group),
     ):
