@@ -172,31 +172,9 @@ def plan_survival(plan: Any, spec: PlacementSpec, preset: Preset) -> dict[str, A
     return layout
 
 
-# Below Linux's ephemeral range (32768-60999 by default), from which the kernel picks the local port of every
-# outgoing connection - and `free_port` picks too. A standby starts long after its port is chosen (after every
-# clone), and a lost server's port lies free until it is healed: a port in the ephemeral range can be taken
-# meanwhile by any connection the lab makes. Ports here are only ever taken by a deliberate bind.
-STABLE_PORTS = range(20000, 32000)
-_chosen_ports: set[int] = set()
-
-
 def stable_port() -> int:
-    """A free TCP port on 127.0.0.1 outside the ephemeral range (see STABLE_PORTS); never the same twice here."""
-    import random
-    import socket
-
-    for _ in range(1000):
-        port = random.choice(STABLE_PORTS)
-        if port in _chosen_ports:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _chosen_ports.add(port)
-        return port
-    return free_port()  # a crowded machine: fall back to the kernel's choice
+    """A free port outside the ephemeral range: standbys bind theirs long after it is chosen (see movr.lab.ports)."""
+    return free_port()
 
 
 def directory_regions(spec: PlacementSpec) -> list[str] | None:
