@@ -66,7 +66,8 @@ class ServerPool:
     """A psycopg pool to one server, in autocommit so a lone statement is its own transaction.
 
     A single statement then costs one round trip (no BEGIN, no COMMIT); several statements go in one
-    pipeline, BEGIN and COMMIT included, so a whole transaction still costs one round trip.
+    pipeline, BEGIN and COMMIT included, so a whole transaction still costs one round trip. Statements
+    are prepared on the server the first time a connection runs them, inside that same round trip.
     """
 
     def __init__(
@@ -88,7 +89,8 @@ class ServerPool:
         self.region = region
         self.wan = wan
         self.max_size = max_size
-        kwargs: dict = {"autocommit": True, "row_factory": dict_row, "prepare_threshold": None}
+        # Prepared on first use: every statement of a request is one of a few dozen the app knows.
+        kwargs: dict = {"autocommit": True, "row_factory": dict_row, "prepare_threshold": 0}
         if options:
             kwargs["options"] = options
         self.pool = ConnectionPool(
@@ -129,41 +131,21 @@ class ServerPool:
         self.pool.wait(timeout=timeout)
 
     def execute(self, action: str, statements: Sequence[Statement]) -> list[Rows]:
-        started = time.perf_counter()
-        try:
-            with self._connection() as conn:
-                results = execute_on(conn, statements)
-        except psycopg.OperationalError as error:
-            raise StoreUnavailable(f"the database in {self.region} is not reachable: {error}") from error
-        finally:
-            elapsed = time.perf_counter() - started
-        stats.record(action, len(statements), elapsed, 1 if self.wan else 0, (self.region,))
-        return results
+        """The statements as one transaction, in one round trip."""
+        return self._run(action, statements, None if len(statements) == 1 else "COMMIT")
 
     def prepare(self, gid: str, action: str, statements: Sequence[Statement]) -> list[Rows]:
         """Phase one of a two-phase commit: run the statements and PREPARE, in one round trip."""
+        return self._run(action, statements, sql.SQL("PREPARE TRANSACTION {}").format(sql.Literal(gid)))
+
+    def _run(self, action: str, statements: Sequence[Statement], finish: str | sql.Composed | None) -> list[Rows]:
         started = time.perf_counter()
-        cursors = []
         try:
             with self._connection() as conn:
-                try:
-                    with conn.pipeline():
-                        conn.execute("BEGIN")
-                        for statement in statements:
-                            cur = conn.cursor()
-                            cur.execute(statement.sql, statement.params)
-                            cursors.append(cur)
-                        conn.execute(sql.SQL("PREPARE TRANSACTION {}").format(sql.Literal(gid)))
-                    return [cur.fetchall() if cur.description else [] for cur in cursors]
-                except Exception:
-                    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                        conn.execute("ROLLBACK")
-                    raise
+                return run_pipelined(conn, statements, finish)
         except psycopg.OperationalError as error:
             raise StoreUnavailable(f"the database in {self.region} is not reachable: {error}") from error
         finally:
-            for cur in cursors:
-                cur.close()
             stats.record(action, len(statements), time.perf_counter() - started, 1 if self.wan else 0, (self.region,))
 
     def commit_prepared(self, gid: str) -> None:
@@ -175,7 +157,8 @@ class ServerPool:
     def _finish_prepared(self, template: str, gid: str) -> None:
         started = time.perf_counter()
         with self._connection() as conn:
-            conn.execute(sql.SQL(template).format(sql.Literal(gid)))
+            # One round trip: a statement that names one transaction is not worth preparing.
+            conn.execute(sql.SQL(template).format(sql.Literal(gid)), prepare=False)
         stats.record("two_phase_commit", 0, time.perf_counter() - started, 1 if self.wan else 0, (self.region,))
 
     def copy_rows(self, table: str, rows: Sequence[dict], progress: Callable[[int], None] | None = None) -> None:
@@ -215,25 +198,32 @@ def _closed_by_peer(conn: psycopg.Connection) -> bool:
     return bool(readable)
 
 
-def execute_on(conn: psycopg.Connection, statements: Sequence[Statement]) -> list[Rows]:
-    """Run statements as one transaction in one round trip."""
-    if len(statements) == 1:
-        with conn.cursor() as cur:
-            cur.execute(statements[0].sql, statements[0].params)
-            return [cur.fetchall() if cur.description else []]
+def run_pipelined(
+    conn: psycopg.Connection, statements: Sequence[Statement], finish: str | sql.Composed | None
+) -> list[Rows]:
+    """Run statements in one round trip: alone (autocommit: its own transaction, `finish` None), or
+    between BEGIN and `finish` (COMMIT, or PREPARE TRANSACTION for a two-phase commit).
+
+    Always a pipeline: psycopg prepares a statement the first time a connection runs it (server-side
+    plans save the parse and plan on every later run), and outside a pipeline that preparation would
+    cost a round trip of its own.
+    """
     cursors = []
     try:
         with conn.pipeline():
-            conn.execute("BEGIN")
+            if finish is not None:
+                conn.execute("BEGIN", prepare=False)
             for statement in statements:
                 cur = conn.cursor()
                 cur.execute(statement.sql, statement.params)
                 cursors.append(cur)
-            conn.execute("COMMIT")
+            if finish is not None:
+                # Never prepared: a PREPARE TRANSACTION names a new transaction each time.
+                conn.execute(finish, prepare=False)
         return [cur.fetchall() if cur.description else [] for cur in cursors]
     except Exception:
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK", prepare=False)
         raise
     finally:
         for cur in cursors:
