@@ -74,6 +74,7 @@ def test_region_kill_drill_loses_no_acknowledged_write(tmp_path: Path) -> None:
     assert lost_city["writes_resumed_after_kill_s"] < 30  # generous: the drill reports the real figure
     for city in ("dublin", "new york"):
         assert cities[city]["failed_after_kill"] == 0, cities[city]
+    assert result["expectations"] == {"survive": ["eu-central-1"], "unavailable_by_design": [], "unmet": []}
     assert result["passed"]
 
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from movr.bench.failover import Sample, per_city
+from movr.bench.failover import Sample, expectations, per_city
 from movr.geo import load_preset
 from movr.lab.layout import LabPlan, plan_lab
 from movr.lab.links import LinkSpec, run_links_in_thread
@@ -235,6 +235,58 @@ def test_per_city_measures_the_longest_write_gap_from_the_last_success_before_th
     slipped = [sample(0, 0.1, True), sample(1.0, 1.1, True), sample(2, 3, False)]
     late = per_city(slipped, [Rider()], 1.0, 5.0)[0]  # type: ignore[list-item]
     assert late["resumed"] is False and late["longest_write_gap_s"] == pytest.approx(3.9)
+
+
+def drill_result(kill: str, kind: str, failovers: list[str], cities: list[tuple[str, str, bool, int]]) -> dict:
+    ok = {"ok": True, "lost": [], "duplicated": []}
+    return {
+        "kill_kind": kind,
+        "failovers": [{"group": group} for group in failovers],
+        "cities": [
+            {"city": city, "home": home, "resumed": resumed, "failed_after_kill": errors}
+            for city, home, resumed, errors in cities
+        ],
+        "ledger_check": ok,
+        "invariants": {"ok": True, "violations": {}},
+        "replicas": {"ok": True},
+    }
+
+
+REGION_KILL_CITIES = [("stockholm", "eu-central-1", True, 7), ("dublin", "eu-west-1", True, 0)]
+
+
+def test_a_region_kill_drill_passes_only_with_a_failover_and_resumed_writes():
+    _, layout = layout_for(SurvivalOptions("region", super_regions=False))
+    lost = {name for name, server in layout["servers"].items() if server["region"] == "eu-central-1"}
+    before = {group: info["primary"] for group, info in layout["groups"].items()}
+
+    good = expectations(
+        drill_result("eu-central-1", "region", ["eu-central-1"], REGION_KILL_CITIES), layout, before, lost
+    )
+    assert good["unmet"] == [] and good["survive"] == ["eu-central-1"]
+
+    # The suspect run: nothing failed over and the lost region's writes never came back.
+    stuck_cities = [("stockholm", "eu-central-1", False, 40), ("dublin", "eu-west-1", True, 0)]
+    stuck = expectations(drill_result("eu-central-1", "region", [], stuck_cities), layout, before, lost)
+    assert any("no failover" in reason for reason in stuck["unmet"])
+    assert any("stockholm" in reason for reason in stuck["unmet"])
+
+    hurt = [("stockholm", "eu-central-1", True, 7), ("dublin", "eu-west-1", True, 2)]
+    bystander = expectations(drill_result("eu-central-1", "region", ["eu-central-1"], hurt), layout, before, lost)
+    assert bystander["unmet"] == ["dublin (eu-west-1, not hit by the fault) saw 2 errors"]
+
+
+def test_zone_survival_expects_a_lost_region_to_be_unavailable_and_the_rest_untouched():
+    _, layout = layout_for(SurvivalOptions("zone", super_regions=False))
+    lost = {name for name, server in layout["servers"].items() if server["region"] == "eu-central-1"}
+    before = {group: info["primary"] for group, info in layout["groups"].items()}
+    cities = [("stockholm", "eu-central-1", False, 30), ("dublin", "eu-west-1", True, 0)]
+    verdict = expectations(drill_result("eu-central-1", "region", [], cities), layout, before, lost)
+    assert verdict == {"survive": [], "unavailable_by_design": ["eu-central-1"], "unmet": []}
+
+    result = drill_result("eu-central-1", "region", [], cities)
+    result["ledger_check"] = {"ok": False, "lost": ["ride 1"], "duplicated": []}
+    assert expectations(result, layout, before, lost)["unmet"] == ["acknowledged writes lost 1, duplicated 0"]
 
 
 # --- links re-pointed on failover ------------------------------------------------------------------------
