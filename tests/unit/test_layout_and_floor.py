@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from movr.bench.journey import unavoidable_wan
+from movr.bench.journey import StepResult, unavoidable_wan
 from movr.geo import load_preset
 from movr.lab.layout import plan_lab
 from movr.store.regional import directory_region
@@ -67,3 +67,26 @@ def test_directory_region_is_stable_and_spreads():
     homes = [directory_region(GCP, n) for n in names]
     assert homes == [directory_region(GCP, n) for n in names]
     assert {homes.count(r) for r in GCP.region_names} and min(homes.count(r) for r in GCP.region_names) > 60
+
+
+def test_the_parts_of_a_steps_time_above_the_floor_add_up_to_it():
+    step = StepResult(
+        step="add vehicle",
+        status=201,
+        client_ms=26.0,
+        statements=1,
+        sql_ms=1.8,
+        cpu_ms=0.0,
+        served_by="europe-west1",
+        data_regions=["europe-west1"],
+        app_wan_round_trips=0,
+        link_wan_round_trips=0,
+        floor_ms=19.9,
+        unavoidable_wan=0,
+        app_ms=3.0,
+        client_rtt_ms=19.4,
+        sql_floor_ms=0.5,
+    )
+    parts = step.excess_parts()
+    assert parts == pytest.approx({"sql": 1.3, "app": 1.2, "path": 3.6})
+    assert sum(parts.values()) == pytest.approx(step.excess_ms)

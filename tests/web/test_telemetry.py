@@ -17,6 +17,7 @@ FIGURE_HEADERS = (
     "X-Movr-Region",
     "X-Movr-Statements",
     "X-Movr-Sql-Ms",
+    "X-Movr-App-Ms",
     "X-Movr-Wan-Round-Trips",
     "X-Movr-Data-Regions",
     "X-Movr-Client-City",
@@ -35,7 +36,8 @@ def test_every_response_carries_its_figures(visitor, path):
     assert timing["n"] == response.headers["X-Movr-Statements"]
     assert timing["k"] == response.headers["X-Movr-Wan-Round-Trips"]
     assert response.headers["X-Movr-Region"] == "us-east1"
-    assert float(response.headers["X-Movr-Sql-Ms"]) >= 0
+    sql_ms, app_ms = float(response.headers["X-Movr-Sql-Ms"]), float(response.headers["X-Movr-App-Ms"])
+    assert 0 <= sql_ms <= app_ms  # the app's time includes its SQL
 
 
 def test_figures_count_the_action_and_name_the_data_region(visitor):

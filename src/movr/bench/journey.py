@@ -57,10 +57,27 @@ class StepResult:
     link_wan_round_trips: int
     floor_ms: float
     unavoidable_wan: int
+    app_ms: float = 0.0  # the app's own time for the request, SQL included (X-Movr-App-Ms)
+    client_rtt_ms: float = 0.0  # the floor's parts: the client's round trip to the serving region,
+    sql_floor_ms: float = 0.0  # and the network time SQL cannot avoid (WAN and in-region round trips, commit waits)
 
     @property
     def excess_ms(self) -> float:
         return self.client_ms - self.floor_ms
+
+    def excess_parts(self) -> dict[str, float]:
+        """Where the time above the floor went; the three parts add up to `excess_ms`.
+
+        sql: SQL time beyond its network floor (the database's execution and commit, the driver, the links'
+        processing); app: the app's own work between receiving the request and answering (minus SQL and
+        deliberate CPU work); path: everything outside the app (balancer, app server, client, the machine
+        waking idle processes up).
+        """
+        return {
+            "sql": self.sql_ms - self.sql_floor_ms,
+            "app": self.app_ms - self.sql_ms - self.cpu_ms,
+            "path": self.client_ms - self.app_ms - self.client_rtt_ms,
+        }
 
 
 @dataclass
@@ -245,7 +262,8 @@ def run_journey(state: LabState, preset: Preset, city: str, scale: float, userna
             # Statements that stay in the region still cross the intra-region network once each.
             local_rtts = max(0, statements - len(wan)) * preset.intra_region_rtt_ms
             commit = journey_commit_ms(layout, preset, step, served_by, city, run.directory_region)
-            floor = (preset.client_rtt_ms(city, served_by) + sum(wan) + local_rtts + commit) * scale + cpu_ms
+            client_rtt = preset.client_rtt_ms(city, served_by) * scale
+            sql_floor = (sum(wan) + local_rtts + commit) * scale
             run.steps.append(
                 StepResult(
                     step=step,
@@ -258,8 +276,11 @@ def run_journey(state: LabState, preset: Preset, city: str, scale: float, userna
                     data_regions=[r for r in headers.get("X-Movr-Data-Regions", "").split(",") if r],
                     app_wan_round_trips=int(headers.get("X-Movr-Wan-Round-Trips", 0)),
                     link_wan_round_trips=round_trips_on(wan_links, before, after),
-                    floor_ms=floor,
+                    floor_ms=client_rtt + sql_floor + cpu_ms,
                     unavoidable_wan=len(wan),
+                    app_ms=float(headers.get("X-Movr-App-Ms", 0)),
+                    client_rtt_ms=client_rtt,
+                    sql_floor_ms=sql_floor,
                 )
             )
     finally:
@@ -285,6 +306,9 @@ def summarize(runs: list[JourneyRun]) -> list[dict[str, Any]]:
                 "sql_ms": statistics.median(r.sql_ms for r in results),
                 "floor_ms": statistics.median(r.floor_ms for r in results),
                 "excess_ms": statistics.median(r.excess_ms for r in results),
+                "excess_parts_ms": {
+                    part: statistics.median(r.excess_parts()[part] for r in results) for part in ("sql", "app", "path")
+                },
                 "statements": max(r.statements for r in results),
                 "wan_round_trips": max(r.link_wan_round_trips for r in results),
                 "samples": len(results),
@@ -413,6 +437,7 @@ def print_report(result: dict[str, Any]) -> None:
                 cells.append(f"{row['statements']}/{row['wan_round_trips']}")
             table.add_row(*cells)
         console.print(table)
+        console.print(excess_table(rows, city, [t for t in result["topologies"] if t.startswith("multi")]))
         ratio = result["ratios"][city]
         parts = [
             f"avg SQL ms {t}: {ratio[f'{t}_avg_sql_ms']:.2f}"
@@ -423,6 +448,26 @@ def print_report(result: dict[str, Any]) -> None:
             if ratio.get(f"{topology}/multi"):
                 parts.append(f"{topology}/multi = {ratio[f'{topology}/multi']:.1f}x")
         console.print("   ".join(parts))
+
+
+def excess_table(rows: list[dict[str, Any]], city: str, topologies: list[str]) -> Table:
+    """Where each step's time above the floor went (medians; see StepResult.excess_parts)."""
+    table = Table(title=f"time above the floor from {city}, ms: total = SQL beyond its network + app + path")
+    table.add_column("step")
+    for topology in topologies:
+        table.add_column(f"{topology}\ntotal = sql + app + path", justify="right")
+    for step in STEPS:
+        cells = [step]
+        for topology in topologies:
+            row = next((r for r in rows if r["topology"] == topology and r["city"] == city and r["step"] == step), None)
+            parts = row and row.get("excess_parts_ms")
+            cells.append(
+                f"{row['excess_ms']:.1f} = {parts['sql']:.1f} + {parts['app']:.1f} + {parts['path']:.1f}"
+                if row and parts
+                else ""
+            )
+        table.add_row(*cells)
+    return table
 
 
 def plot_journey(

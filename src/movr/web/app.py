@@ -52,7 +52,7 @@ log-in as `csrf_token`) in the `{CSRF_HEADER}` header; writes with a bearer toke
 
 **Errors.** Every 4xx and 5xx answer is `{{"error": {{"code": "...", "message": "..."}}}}`.
 
-**Cost.** Every response carries `Server-Timing` and `X-Movr-Region`, `X-Movr-Statements`, `X-Movr-Sql-Ms`,
+**Cost.** Every response carries `Server-Timing` and `X-Movr-Region`, `X-Movr-Statements`, `X-Movr-Sql-Ms`, `X-Movr-App-Ms`,
 `X-Movr-Wan-Round-Trips`, `X-Movr-Data-Regions`, `X-Movr-Client-City`."""
 
 
@@ -111,6 +111,7 @@ def create_app(config: Mapping[str, Any] | None = None, backend: Backend | None 
     app.spec_processor(lambda spec: document_cities(spec, preset.cities))
     _template_helpers(app)
     app.after_request(_security_headers)
+    app.wsgi_app = telemetry.StartClock(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 
