@@ -544,7 +544,7 @@ async def calibrate(
     return samples
 
 
-def run_async(coroutine: Any) -> None:
+def run_async(coroutine: Any) -> Any:
     """uvloop when present: the client's own overhead is part of what every request waits for."""
     try:
         import uvloop
@@ -553,7 +553,7 @@ def run_async(coroutine: Any) -> None:
     except ImportError:  # pragma: no cover - uvloop is a dependency
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(coroutine)
+        return runner.run(coroutine)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -790,21 +790,11 @@ def run_topology(settings: Settings, preset: Preset, topology: str, progress: An
             loader.close()
         cities = calibration_cities(preset, settings.quick)
         bar.update(tasks["current"], description=f"{topology}: calibrating", total=len(cities), completed=0)
-        samples: list[dict[str, Any]] = []
 
-        async def calibrate_all() -> None:
-            samples.extend(
-                await calibrate(
-                    state.balancer_url,
-                    preset,
-                    topology,
-                    settings.scale,
-                    cities,
-                    lambda: bar.advance(tasks["current"]),
-                )
-            )
+        def advance() -> None:  # one journey calibrated
+            bar.advance(tasks["current"])
 
-        run_async(calibrate_all())
+        samples = run_async(calibrate(state.balancer_url, preset, topology, settings.scale, cities, advance))
         calibration = Calibration.from_samples(samples)
         target_ms = settings.p99_target_ms or TARGET_FACTOR * calibration.slowest_floor_ms
         think_s = THINK_FACTOR * calibration.slowest_floor_ms / 1000
