@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from movr import __version__
-from movr.cli_support import CliError, default_run_dir
+from movr.cli_support import CliError, default_run_dir, preset_or_fail
 
 if TYPE_CHECKING:
     pass
@@ -35,13 +35,9 @@ def load_command(
     """Replace the data with deterministic sample users, vehicles and rides."""
     from rich.progress import Progress
 
-    from movr.geo import PresetError, load_preset
     from movr.store.sample import SAMPLE_PASSWORD, generate, load_sample
 
-    try:
-        chosen = load_preset(preset)
-    except PresetError as err:
-        raise CliError(str(err)) from None
+    chosen = preset_or_fail(preset)
     backend = _backend_for(chosen, database_url, run_dir)
     try:
         data = generate(chosen, users=users, vehicles=vehicles, rides=rides, seed=seed)

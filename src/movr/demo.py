@@ -59,7 +59,7 @@ def run_demo(*, run_dir: Path, serve: bool, preset_source: str = "gcp-3", scale:
     from movr.bench.journey import print_report, run_journey, summarize
     from movr.lab.cli import wait_for_interrupt
     from movr.lab.supervisor import lab_down, lab_up
-    from movr.store.sample import SAMPLE_PASSWORD, generate, load_sample
+    from movr.store.sample import SAMPLE_PASSWORD, generate
 
     preset = load_preset(preset_source)
     lab_dir = run_dir / "demo"
@@ -70,14 +70,10 @@ def run_demo(*, run_dir: Path, serve: bool, preset_source: str = "gcp-3", scale:
             f"[bold green]lab up[/]: {len(state.plan['servers'])} PostgreSQL 18 primaries, "
             f"{len(state.plan['links'])} links, {len(state.plan['app_regions'])} app servers, one balancer"
         )
-        loader = state.loader_backend()
-        try:
-            data = generate(preset, users=90, vehicles=180, rides=360, seed=42)
-            with Progress(console=console) as progress:
-                task = progress.add_task("loading sample data", total=data.total)
-                load_sample(loader, data, lambda n: progress.advance(task, n))
-        finally:
-            loader.close()
+        data = generate(preset, users=90, vehicles=180, rides=360, seed=42)
+        with Progress(console=console) as progress:
+            task = progress.add_task("loading sample data", total=data.total)
+            state.load_sample(data, lambda n: progress.advance(task, n))
         runs = []
         with Progress(console=console) as progress:
             task = progress.add_task("journeys", total=len(DEMO_CITIES) * (repeats + 1))

@@ -30,7 +30,7 @@ def processes_under(run_dir: Path) -> list[psutil.Process]:
 @pytest.fixture(scope="module")
 def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     from movr.lab.supervisor import lab_down, lab_up
-    from movr.store.sample import generate, load_sample
+    from movr.store.sample import generate
 
     started: list[Path] = []
 
@@ -39,20 +39,8 @@ def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         started.append(run_dir)
         preset = load_preset(preset_name)
         state = lab_up(run_dir, preset, preset_name, topology, LAB_SCALE)
-        loader = state.loader_backend()
-        try:
-            load_sample(
-                loader,
-                generate(
-                    preset,
-                    users=len(preset.cities) * 2,
-                    vehicles=len(preset.cities) * 2,
-                    rides=len(preset.cities),
-                    seed=3,
-                ),
-            )
-        finally:
-            loader.close()
+        n = len(preset.cities)
+        state.load_sample(generate(preset, users=n * 2, vehicles=n * 2, rides=n, seed=3))
         return state
 
     yield stand_up

@@ -82,17 +82,13 @@ def test_region_kill_drill_loses_no_acknowledged_write(tmp_path: Path) -> None:
 def domiciled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
     """Region survival on aws-eu-us with the `europe` super region: Europe survives zone failures only."""
     from movr.lab.supervisor import SurvivalOptions, lab_down, lab_up
-    from movr.store.sample import generate, load_sample
+    from movr.store.sample import generate
 
     run_dir = tmp_path_factory.mktemp("lab-domiciled")
     try:
         state = lab_up(run_dir, AWS, "aws-eu-us", "multi", LAB_SCALE, survival=SurvivalOptions("region"))
-        loader = state.loader_backend()
-        try:
-            n = len(AWS.cities)
-            load_sample(loader, generate(AWS, users=n, vehicles=n, rides=n, seed=5))
-        finally:
-            loader.close()
+        n = len(AWS.cities)
+        state.load_sample(generate(AWS, users=n, vehicles=n, rides=n, seed=5))
         yield state
     finally:
         lab_down(run_dir)

@@ -50,7 +50,7 @@ from rich.console import Console
 from rich.table import Table
 
 from movr import __version__
-from movr.geo import Preset, PresetError, load_preset
+from movr.geo import Preset, load_preset
 
 console = Console()
 PASSWORD = "failover-password-1"
@@ -336,7 +336,7 @@ def run_drill(config: DrillConfig, say: Callable[[str], None] = lambda _: None) 
     from movr.lab.state import LabState
     from movr.lab.supervisor import SurvivalOptions, lab_down, lab_up
     from movr.lab.survival import layout_of
-    from movr.store.sample import generate, load_sample
+    from movr.store.sample import generate
 
     preset = load_preset(config.preset_source)
     kill = config.kill or preset.primary_region
@@ -349,12 +349,8 @@ def run_drill(config: DrillConfig, say: Callable[[str], None] = lambda _: None) 
         assert layout is not None
         if kill not in preset.regions and kill not in layout["servers"]:
             raise DrillError(f"--kill {kill!r} is neither a region of {preset.name} nor a server of this lab")
-        loader = state.loader_backend()
-        try:
-            n = len(preset.cities)
-            load_sample(loader, generate(preset, users=n * 2, vehicles=n * 2, rides=n * 2, seed=11))
-        finally:
-            loader.close()
+        n = len(preset.cities)
+        state.load_sample(generate(preset, users=n * 2, vehicles=n * 2, rides=n * 2, seed=11))
 
         ledger = Ledger()
         base = time.monotonic()
@@ -850,13 +846,10 @@ def failover_command(
     run_dir: Path,
 ) -> None:
     """Kill a region (or a server) under load; measure unavailability; prove no acknowledged write is lost."""
-    from movr.cli_support import CliError
+    from movr.cli_support import CliError, preset_or_fail
     from movr.lab.supervisor import LabError
 
-    try:
-        load_preset(preset)
-    except PresetError as err:
-        raise CliError(str(err)) from None
+    preset_or_fail(preset)
     if quick:
         duration, kill_at, cities_per_region = 12.0, kill_at or 4.0, 1
     kill_at = kill_at if kill_at is not None else duration / 3

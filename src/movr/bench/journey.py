@@ -33,7 +33,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from movr import __version__
-from movr.geo import Preset, PresetError, load_preset
+from movr.geo import Preset, load_preset
 from movr.lab.layout import TOPOLOGIES
 from movr.lab.state import LabState
 from movr.store.regional import directory_region
@@ -352,7 +352,7 @@ def run_benchmark(
     """`topologies` may name survival variants of multi, `multi+zone` and `multi+region` (movr.lab.survival):
     the same journey with standbys and synchronous commits, so the table shows what each goal costs."""
     from movr.lab.supervisor import SurvivalOptions, lab_down, lab_up
-    from movr.store.sample import generate, load_sample
+    from movr.store.sample import generate
 
     preset = load_preset(preset_source)
     runs: list[JourneyRun] = []
@@ -365,20 +365,8 @@ def run_benchmark(
             progress.update(task, description=f"{label}: standing the lab up")
             state = lab_up(lab_dir, preset, preset_source, topology, scale, survival=survival)
             try:
-                loader = state.loader_backend()
-                try:
-                    load_sample(
-                        loader,
-                        generate(
-                            preset,
-                            users=len(preset.cities) * 3,
-                            vehicles=len(preset.cities) * 3,
-                            rides=len(preset.cities) * 3,
-                            seed=7,
-                        ),
-                    )
-                finally:
-                    loader.close()
+                n = len(preset.cities)
+                state.load_sample(generate(preset, users=n * 3, vehicles=n * 3, rides=n * 3, seed=7))
                 progress.update(task, description=f"{label}: warming up")
                 for city in cities:
                     run_journey(state, preset, city, scale)  # warm pools and caches; not recorded
@@ -556,12 +544,9 @@ def journey_command(
     run_dir: Path,
 ) -> None:
     """The tutorial's journey through the balancer, from each city, in each topology."""
-    from movr.cli_support import CliError
+    from movr.cli_support import CliError, preset_or_fail
 
-    try:
-        chosen = load_preset(preset)
-    except PresetError as err:
-        raise CliError(str(err)) from None
+    chosen = preset_or_fail(preset)
     cities = [c.strip() for c in cities_text.split(",") if c.strip()]
     unknown = [c for c in cities if not chosen.is_city(c)]
     if unknown:

@@ -12,8 +12,7 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from movr.cli_support import CliError, default_run_dir
-from movr.geo import PresetError, load_preset
+from movr.cli_support import CliError, default_run_dir, preset_or_fail
 from movr.lab.layout import TOPOLOGIES
 from movr.lab.state import LabState, LabStateError
 from movr.placement.spec import SURVIVALS
@@ -71,10 +70,7 @@ def up_command(
     """Stand a lab up. Without --no-serve it serves until Ctrl-C, then stops everything."""
     from movr.lab.supervisor import LabError, SurvivalOptions, lab_down, lab_up
 
-    try:
-        chosen = load_preset(preset)
-    except PresetError as err:
-        raise CliError(str(err)) from None
+    chosen = preset_or_fail(preset)
     if survival is None and (no_super_regions or placement_restricted or spec_file):
         raise CliError("--no-super-regions, --placement-restricted and --spec shape a survival goal: add --survival")
     options = (

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from movr.geo import Preset, load_preset
 
 if TYPE_CHECKING:
+    from movr.store.sample import SampleData
+
     pass
 
 STATE_FILE = "lab.json"
@@ -94,6 +96,16 @@ class LabState:
                 **({"directory_regions": directory} if directory else {}),
             )
         return PostgresBackend(self.server_dsn(preset.primary_region), preset)
+
+    def load_sample(self, data: SampleData, progress: Callable[[int], None] | None = None) -> None:
+        """Load sample data straight onto the servers that home each row."""
+        from movr.store.sample import load_sample
+
+        loader = self.loader_backend()
+        try:
+            load_sample(loader, data, progress)
+        finally:
+            loader.close()
 
     def write(self) -> None:
         path = self.run_dir / STATE_FILE

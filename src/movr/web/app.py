@@ -52,8 +52,8 @@ log-in as `csrf_token`) in the `{CSRF_HEADER}` header; writes with a bearer toke
 
 **Errors.** Every 4xx and 5xx answer is `{{"error": {{"code": "...", "message": "..."}}}}`.
 
-**Cost.** Every response carries `Server-Timing` and `X-Movr-Region`, `X-Movr-Statements`, `X-Movr-Sql-Ms`, `X-Movr-App-Ms`,
-`X-Movr-Wan-Round-Trips`, `X-Movr-Data-Regions`, `X-Movr-Client-City`."""
+**Cost.** Every response carries `Server-Timing` and `X-Movr-Region`, `X-Movr-Statements`, `X-Movr-Sql-Ms`,
+`X-Movr-App-Ms`, `X-Movr-Wan-Round-Trips`, `X-Movr-Data-Regions`, `X-Movr-Client-City`."""
 
 
 def create_app(config: Mapping[str, Any] | None = None, backend: Backend | None = None) -> APIFlask:
