@@ -1120,31 +1120,11 @@ def build_settings(
 @click.option("--quick", is_flag=True, help="Two short rates at scale 0.05: a smoke run, not numbers.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="Result file.")
 @click.option("--run-dir", type=click.Path(path_type=Path), default=None, help="Labs and logs here.")
-def throughput_command(
-    preset: str,
-    scale: float | None,
-    topologies_text: str,
-    rates_text: str | None,
-    duration: float | None,
-    warmup: float | None,
-    p99_target_ms: float | None,
-    quick: bool,
-    json_path: Path | None,
-    run_dir: Path | None,
-) -> None:
+def throughput_command(**options: Any) -> None:
     """The journey mix, open loop, at rising rates per topology: the highest rate each sustains."""
-    settings = build_settings(
-        preset=preset,
-        scale=scale,
-        topologies_text=topologies_text,
-        rates_text=rates_text,
-        duration=duration,
-        warmup=warmup,
-        p99_target_ms=p99_target_ms,
-        quick=quick,
-        json_path=json_path,
-        run_dir=run_dir,
-    )
+    # The options pass through as click parsed them: build_settings alone names, types and checks them, so
+    # an option is declared once above and once there, not a third and fourth time here.
+    settings = build_settings(**options)
     result = run_benchmark(settings)
     write_json(settings.json_path, result)
     for entry in result["topologies"]:

@@ -558,6 +558,56 @@ def _timeline(payload: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]
     return {key: payload["timeline"].get(key, []) for key in keys}
 
 
+@dataclass(frozen=True)
+class _MeasuredRun:
+    """One run of the fleet: every client's payload, and the links' counters read just before and after it."""
+
+    lab: BenchLab
+    duration: float
+    payloads: Mapping[str, Mapping[str, Any]]
+    before: dict[str, dict[str, int]]
+    after: dict[str, dict[str, int]]
+
+    def client(self, region: str, *, searches: bool = True) -> dict[str, Any]:
+        """The figures every experiment reports for one client, so that `ycsb`, `insert` and `rehome` rows
+        agree on their names and meaning. `searches=False` for inserts: they never search for a row or move
+        one, so their rows carry no retries or moves.
+        """
+        payload = self.payloads[region]
+        contention = (
+            {"retries": payload["retries"], "moves": payload["moves"], "moves_total": payload["moves_total"]}
+            if searches
+            else {}
+        )
+        return {
+            "ops": payload["ops_measured"],
+            "throughput_ops_s": payload["ops_measured"] / self.duration,
+            **contention,
+            "errors": payload["errors"],
+            "first_error": payload["first_error"],
+            "round_trips": _round_trips(self.lab, region, self.before, self.after, payload["ops_total"]),
+        }
+
+
+def _measure_run(
+    lab: BenchLab,
+    fleet: ClientFleet,
+    progress: _RunProgress,
+    settings: Settings,
+    tasks: Mapping[str, Mapping[str, Any]],
+    label: str,
+) -> _MeasuredRun:
+    """Run the fleet once, warm-up and measured window, between two readings of the links' counters: they
+    count from the lab's start, so only readings right around the run give its clients' round trips alone,
+    not those of every run before it."""
+    before = lab.counters()
+    update = progress.start(label, settings.warmup + settings.duration)
+    payloads = fleet.run(tasks, settings.warmup, settings.duration, settings.tail_s, update)
+    after = lab.counters()
+    progress.done()
+    return _MeasuredRun(lab, settings.duration, payloads, before, after)
+
+
 def run_ycsb(settings: Settings) -> dict[str, Any]:
     preset = load_preset(settings.preset)
     regions = preset.region_names
@@ -598,27 +648,16 @@ def run_ycsb(settings: Settings) -> dict[str, Any]:
                     "buckets": [b for b in buckets if b["weight"] > 0],
                     "seed": settings.seed * 1000 + run_number * 10 + index,
                 }
-            before = lab.counters()
-            update = progress.start(f"{variant} @ {locality}%", settings.warmup + settings.duration)
-            payloads = fleet.run(tasks, settings.warmup, settings.duration, settings.tail_s, update)
-            after = lab.counters()
-            progress.done()
+            run = _measure_run(lab, fleet, progress, settings, tasks, f"{variant} @ {locality}%")
             labels = ["local", "remote", *(f"home={h}" for h in regions)]
             for region in regions:
-                payload = payloads[region]
+                payload = run.payloads[region]
                 results.append(
                     {
                         "variant": variant,
                         "locality": locality,
                         "region": region,
-                        "ops": payload["ops_measured"],
-                        "throughput_ops_s": payload["ops_measured"] / settings.duration,
-                        "retries": payload["retries"],
-                        "moves": payload["moves"],
-                        "moves_total": payload["moves_total"],
-                        "errors": payload["errors"],
-                        "first_error": payload["first_error"],
-                        "round_trips": _round_trips(lab, region, before, after, payload["ops_total"]),
+                        **run.client(region),
                         "read": _op_figures(payload, "read", labels),
                         "update": _op_figures(payload, "update", labels),
                         "timeline": _timeline(payload, ["read", "update"]),
@@ -647,26 +686,17 @@ def run_insert(settings: Settings) -> dict[str, Any]:
                 region: {"variant": variant, "seed": settings.seed * 1000 + run_number * 10 + i, "nonce": nonce}
                 for i, region in enumerate(regions)
             }
-            before = lab.counters()
-            update = progress.start(f"insert, {variant} region", settings.warmup + settings.duration)
-            payloads = fleet.run(tasks, settings.warmup, settings.duration, settings.tail_s, update)
-            after = lab.counters()
-            progress.done()
+            run = _measure_run(lab, fleet, progress, settings, tasks, f"insert, {variant} region")
             for region in regions:
-                payload = payloads[region]
                 results.append(
                     {
                         "variant": variant,
                         "region": region,
-                        "ops": payload["ops_measured"],
-                        "throughput_ops_s": payload["ops_measured"] / settings.duration,
-                        "errors": payload["errors"],
-                        "first_error": payload["first_error"],
-                        "round_trips": _round_trips(lab, region, before, after, payload["ops_total"]),
-                        "insert": figures(payload, "insert"),
+                        **run.client(region, searches=False),
+                        "insert": figures(run.payloads[region], "insert"),
                     }
                 )
-            verification[variant] = _verify_inserts(variant, count_rows(lab), payloads)
+            verification[variant] = _verify_inserts(variant, count_rows(lab), run.payloads)
     result["results"] = results
     result["verification"] = verification
     result["checks"] = insert_checks(result)
@@ -723,33 +753,22 @@ def run_rehome(settings: Settings) -> dict[str, Any]:
                 }
                 for i, region in enumerate(clients)
             }
-            before = lab.counters()
-            update = progress.start(f"c={contending}, {variant}", settings.warmup + settings.duration)
-            payloads = fleet.run(tasks, settings.warmup, settings.duration, settings.tail_s, update)
-            after = lab.counters()
-            progress.done()
+            run = _measure_run(lab, fleet, progress, settings, tasks, f"c={contending}, {variant}")
             for region in clients:
-                payload = payloads[region]
+                payload = run.payloads[region]
                 results.append(
                     {
                         "contending": contending,
                         "variant": variant,
                         "region": region,
-                        "ops": payload["ops_measured"],
-                        "throughput_ops_s": payload["ops_measured"] / settings.duration,
-                        "retries": payload["retries"],
-                        "moves": payload["moves"],
-                        "moves_total": payload["moves_total"],
-                        "errors": payload["errors"],
-                        "first_error": payload["first_error"],
-                        "round_trips": _round_trips(lab, region, before, after, payload["ops_total"]),
+                        **run.client(region),
                         "read": _op_figures(payload, "read", ["private", "hot"]),
                         "update": _op_figures(payload, "update", ["private", "hot"]),
                         "hot_read_tail": figures(payload, "read|hot@tail"),
                         "timeline": _timeline(payload, ["read|hot", "update|hot"]),
                     }
                 )
-            all_payloads = [payloads[r] for r in clients]
+            all_payloads = [run.payloads[r] for r in clients]
             ops = sum(p["ops_measured"] for p in all_payloads)
             summary.append(
                 {
