@@ -40,15 +40,15 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, urlsplit
 
 import aiohttp
 from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy, istr
-from yarl import URL
 
 from movr.geo import Preset, PresetError, load_preset
 from movr.lab.links_access import AccessLinkCounters, carry
+from movr.lab.upstream import UpstreamError, UpstreamPool
 
 log = logging.getLogger("movr.lab.balancer")
 
@@ -85,6 +85,7 @@ _HOP_BY_HOP = frozenset(
 _RECOMPUTED_UPSTREAM = frozenset({hdrs.HOST, hdrs.CONTENT_LENGTH, hdrs.EXPECT})
 _RECOMPUTED_DOWNSTREAM = frozenset({hdrs.CONTENT_LENGTH})
 _MAX_BODY_BYTES = 64 * 1024 * 1024
+UPSTREAM_TIMEOUT_S = 120.0
 
 
 class ConfigError(ValueError):
@@ -131,6 +132,10 @@ def parse_config(data: Mapping[str, Any]) -> BalancerConfig:
         if region not in preset.regions:
             raise ConfigError(f"apps names {region!r}, not a region of preset {preset.name}")
     apps = {region: str(url).rstrip("/") for region, url in apps_in.items()}
+    for region, url in apps.items():
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname or parts.path or parts.query:
+            raise ConfigError(f"the app of {region} must be at http://host:port, not {url!r}")
     if topology == "single":
         # The seed article's "before": one app in the primary region serves the world.
         if primary not in apps:
@@ -221,11 +226,13 @@ class Balancer:
     def __init__(self, config: BalancerConfig) -> None:
         self.config = config
         self.apps = {region: _App(region, url) for region, url in config.apps.items()}
+        # Requests go through lean keep-alive pools (movr.lab.upstream); health checks through aiohttp's client.
+        self.upstreams = {region: UpstreamPool(url) for region, url in config.apps.items()}
         self.counters = AccessLinkCounters(list(self.apps))
         self._session: aiohttp.ClientSession | None = None
 
     async def lifecycle(self, _app: web.Application) -> AsyncIterator[None]:
-        """aiohttp cleanup context: one shared keep-alive session and the health watcher."""
+        """aiohttp cleanup context: the health checks' session and watcher; the request pools closed at the end."""
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=512, limit_per_host=256),
             # Clients' cookies must never leak between clients through a shared jar.
@@ -245,6 +252,8 @@ class Balancer:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await self._session.close()
+            for pool in self.upstreams.values():
+                pool.close()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -274,16 +283,10 @@ class Balancer:
         self.counters.count_request(region, len(body))
         await carry(rtt_ms / 2)  # the request travels to the region
         try:
-            async with self.session.request(
-                request.method,
-                URL(app.base_url + request.raw_path, encoded=True),
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-            ) as upstream:
-                payload = await upstream.read()
-                status, reason, up_headers = upstream.status, upstream.reason, upstream.headers
-        except (aiohttp.ClientError, TimeoutError) as err:
+            upstream = await self.upstreams[region].request(
+                request.method, request.raw_path, headers.items(), body, timeout=UPSTREAM_TIMEOUT_S
+            )
+        except (UpstreamError, TimeoutError, OSError) as err:
             self._request_failed(app, err)
             response = _error(request, 502, f"the app in {region} failed: {type(err).__name__}")
             await carry(rtt_ms / 2)  # the failure is found in the region; the answer still travels back
@@ -292,8 +295,15 @@ class Balancer:
             return response
 
         await carry(rtt_ms / 2)  # the response travels back
+        payload = upstream.body
+        up_headers = CIMultiDict(upstream.headers)
         self.counters.count_response(region, len(payload))
-        response = web.Response(status=status, reason=reason, headers=_downstream_headers(up_headers), body=payload)
+        response = web.Response(
+            status=upstream.status,
+            reason=upstream.reason or None,
+            headers=_downstream_headers(up_headers),
+            body=payload,
+        )
         response.headers.update(extra)
         if request.method == hdrs.METH_HEAD and hdrs.CONTENT_LENGTH in up_headers:
             # A HEAD answer has no body but announces the length a GET would get; keep the app's figure.
@@ -400,7 +410,7 @@ def _upstream_headers(request: web.Request, city: str, city_region: str) -> CIMu
     return headers
 
 
-def _downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+def _downstream_headers(upstream: CIMultiDict[str] | CIMultiDictProxy[str]) -> CIMultiDict[str]:
     # A multidict copy keeps every Set-Cookie (a dict would keep only the last).
     drop = _HOP_BY_HOP | _RECOMPUTED_DOWNSTREAM | _connection_listed(upstream)
     return CIMultiDict((k, v) for k, v in upstream.items() if k not in drop)

@@ -1,0 +1,197 @@
+"""The balancer's side of its connections to app servers: HTTP/1.1 over kept-alive connections, no more.
+
+A general HTTP client library costs the balancer about as much per request again as its own server side (on a
+small machine, most of a millisecond), and every microsecond here is charged to "the lab" in every latency the
+benchmarks report. The balancer needs little of what such a client offers: it talks to app servers it started,
+on 127.0.0.1, sends bodies it has already read, and reads whole responses. So this is that and only that:
+a pool of idle connections per app, requests written in one piece, responses parsed by httptools (the C parser
+uvicorn uses), chunked bodies decoded, and a connection that the server closed while idle replaced at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import cast
+from urllib.parse import urlsplit
+
+import httptools
+
+# Header bytes pass through as the client sent them: aiohttp decodes them this way, so this is their round trip.
+_ENCODING = "utf-8"
+_ERRORS = "surrogateescape"
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class UpstreamError(ConnectionError):
+    """The app server could not be reached, closed the connection mid-answer, or sent something unreadable."""
+
+
+@dataclass(frozen=True)
+class UpstreamResponse:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]  # in order, repeats kept (Set-Cookie)
+    body: bytes
+
+
+class _Connection(asyncio.Protocol):
+    """One kept-alive connection to an app server, carrying one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.reusable = False
+        self._waiter: asyncio.Future[UpstreamResponse] | None = None
+        self._head = False
+        self._received = False
+        self._reason = ""
+        self._headers: list[tuple[str, str]] = []
+        self._body: list[bytes] = []
+
+    # --- asyncio.Protocol ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+
+    def data_received(self, data: bytes) -> None:
+        self._received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamError("the app server switched protocols"))
+        except httptools.HttpParserError as error:
+            self._fail(UpstreamError(f"unreadable answer from the app server: {error}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.reusable = False
+        self._fail(UpstreamError("the app server closed the connection" + (f": {exc}" if exc else "")))
+
+    # --- httptools callbacks ---
+
+    def on_message_begin(self) -> None:
+        self._headers, self._body = [], []
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status.decode(_ENCODING, _ERRORS)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode(_ENCODING, _ERRORS), value.decode(_ENCODING, _ERRORS)))
+
+    def on_headers_complete(self) -> None:
+        if self._head:
+            # A HEAD answer announces a length but carries no body: the parser cannot know, so it ends here,
+            # and the connection (whose parser now expects a body) is not used again.
+            self.reusable = False
+            self._finish()
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._head:
+            return
+        self.reusable = self.parser.should_keep_alive()
+        self._finish()
+
+    # --- the request ---
+
+    def send(self, request: bytes, *, head: bool) -> asyncio.Future[UpstreamResponse]:
+        assert self.transport is not None
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._head, self._received, self._reason = head, False, ""
+        self.reusable = False
+        self.transport.write(request)
+        return self._waiter
+
+    @property
+    def answered_nothing(self) -> bool:
+        return not self._received
+
+    def _finish(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            status = self.parser.get_status_code()
+            body = b"" if status in _NO_BODY_STATUSES else b"".join(self._body)
+            self._waiter.set_result(UpstreamResponse(status, self._reason, self._headers, body))
+
+    def _fail(self, error: UpstreamError) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(error)
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+
+class UpstreamPool:
+    """Kept-alive connections to one app server (`http://host:port`), opened as requests need them."""
+
+    def __init__(self, base_url: str, *, max_idle: int = 64, connect_timeout: float = 2.0) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"app URL must be http://host:port, not {base_url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self.authority = f"{self.host}:{self.port}"
+        self.max_idle = max_idle
+        self.connect_timeout = connect_timeout
+        self._idle: collections.deque[_Connection] = collections.deque()
+
+    async def request(
+        self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes, *, timeout: float
+    ) -> UpstreamResponse:
+        """Send one request and read the whole answer; UpstreamError if the app cannot answer."""
+        message = _encode_request(method, target, self.authority, headers, body)
+        head = method.upper() == "HEAD"
+        async with asyncio.timeout(timeout):
+            while True:
+                connection, reused = await self._connection()
+                try:
+                    response = await connection.send(message, head=head)
+                except UpstreamError:
+                    # An idle connection the server closed just as we wrote: it saw nothing, so send again
+                    # on a new one. A fresh connection that fails is a failed app.
+                    if reused and connection.answered_nothing:
+                        continue
+                    raise
+                except BaseException:
+                    connection.close()  # cancelled or timed out mid-answer: the connection is out of step
+                    raise
+                if connection.reusable and len(self._idle) < self.max_idle:
+                    self._idle.append(connection)
+                else:
+                    connection.close()
+                return response
+
+    async def _connection(self) -> tuple[_Connection, bool]:
+        while self._idle:
+            connection = self._idle.pop()  # the most recently used: the likeliest to be alive
+            if not connection.closed:
+                return connection, True
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, connection = await loop.create_connection(_Connection, self.host, self.port)
+        except (OSError, TimeoutError) as error:
+            raise UpstreamError(f"cannot connect to the app server at {self.authority}: {error}") from error
+        return connection, False
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+
+def _encode_request(method: str, target: str, authority: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {authority}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    if body or method.upper() in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode(_ENCODING, _ERRORS) + body
