@@ -15,8 +15,6 @@ from typing import Any
 from apiflask import APIFlask
 from flask import Response, request
 from flask_bootstrap import Bootstrap5
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -33,6 +31,7 @@ from movr.web.metrics import Metrics
 from movr.web.ops import ops
 from movr.web.pages import pages
 from movr.web.schemas import ERROR_SCHEMA
+from movr.web.throttle import LoginThrottle
 
 log = logging.getLogger("movr.web")
 
@@ -100,28 +99,20 @@ def create_app(config: Mapping[str, Any] | None = None, backend: Backend | None 
     csrf.exempt(api)  # the API checks CSRF itself, by how the request is authenticated (movr.web.auth)
     csrf.exempt(ops)
 
-    limiter = Limiter(key_func=login_key, app=app, storage_uri=app.config["RATELIMIT_STORAGE_URI"])
-    rate = app.config["MOVR_LOGIN_RATE_LIMIT"]
+    throttle = LoginThrottle(
+        app.config["MOVR_LOGIN_RATE_LIMIT"],
+        app.config["RATELIMIT_STORAGE_URI"],
+        enabled=bool(app.config["RATELIMIT_ENABLED"]),
+    )
     for endpoint in RATE_LIMITED:
-        app.view_functions[endpoint] = limiter.limit(rate, methods=["POST"], key_func=login_key)(
-            app.view_functions[endpoint]
-        )
-    app.extensions["movr_limiter"] = limiter  # tests: .reset(), or RATELIMIT_ENABLED=False
+        app.view_functions[endpoint] = throttle.guard(endpoint, app.view_functions[endpoint])
+    app.extensions["movr_limiter"] = throttle  # tests: .reset(), or RATELIMIT_ENABLED=False
 
     app.spec_processor(lambda spec: document_cities(spec, preset.cities))
     _template_helpers(app)
     app.after_request(_security_headers)
     app.wsgi_app = telemetry.StartClock(app.wsgi_app)  # type: ignore[method-assign]
     return app
-
-
-def login_key() -> str:
-    """Log-in attempts are limited per client address and username (a form field or a JSON member)."""
-    username: Any = request.form.get("username")
-    if username is None:
-        data = request.get_json(silent=True)
-        username = data.get("username", "") if isinstance(data, dict) else ""
-    return f"{get_remote_address()}|{str(username)[:64].casefold()}"
 
 
 def _security_headers(response: Response) -> Response:

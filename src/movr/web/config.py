@@ -64,7 +64,6 @@ def load_config(overrides: Mapping[str, Any] | None = None, env: Mapping[str, st
         MAX_CONTENT_LENGTH=int(config.get("MAX_CONTENT_LENGTH", 64 * 1024)),
         BOOTSTRAP_SERVE_LOCAL=True,
         RATELIMIT_STORAGE_URI="memory://",
-        RATELIMIT_HEADERS_ENABLED=True,
         MOVR_TOKEN_MAX_AGE=int(config.get("MOVR_TOKEN_MAX_AGE") or 86400),
         MOVR_PROXY_HOPS=int(config.get("MOVR_PROXY_HOPS") or 0),
         MOVR_SECURE_COOKIES=secure,

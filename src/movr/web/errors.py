@@ -1,7 +1,7 @@
 """Every failure becomes a 4xx/5xx answer that helps the user and leaks nothing.
 
 Requests under `/api/` get `{"error": {"code", "message"}}` — also for what Flask, Werkzeug, APIFlask
-(validation), Flask-Limiter and Flask-WTF produce themselves; every other path gets an HTML page. Domain
+(validation), the log-in throttle and Flask-WTF produce themselves; every other path gets an HTML page. Domain
 errors carry their own status and a message meant for users; anything unexpected is logged with its
 traceback and answered with a generic 500 that says nothing about the cause.
 """
