@@ -5,26 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
+from labkit import LAB_SCALE, processes_under
 
 from movr.geo import load_preset
-
-# Small delays keep the suite quick; the assertions count round trips, they never time them.
-LAB_SCALE = 0.05
-
-
-def processes_under(run_dir: Path) -> list[psutil.Process]:
-    marker = str(run_dir)
-    found = []
-    for process in psutil.process_iter(["cmdline", "cwd"]):
-        try:
-            text = " ".join(process.info["cmdline"] or []) + " " + (process.info["cwd"] or "")
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if marker in text and process.status() != psutil.STATUS_ZOMBIE:
-            found.append(process)
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import json
 import urllib.request
 
 import pytest
+from labkit import LAB_SCALE, processes_under
 
 from movr.bench.journey import STEPS, run_journey
 from movr.geo import load_preset
@@ -88,3 +89,29 @@ def test_single_pays_one_client_round_trip_per_request(lab_factory):
     assert {s.served_by for s in run.steps} == {"us-east1"}
     assert after - before == len(STEPS)
     assert all(s.link_wan_round_trips == 0 for s in run.steps)
+
+
+def test_bench_journey_reports_every_figure_and_where_the_excess_goes(tmp_path):
+    from click.testing import CliRunner
+
+    from movr.cli import main
+
+    out = tmp_path / "journey.json"
+    args = ["bench", "journey", "--from", "rome", "--topologies", "hybrid,multi", "--repeats", "1"]
+    args += ["--scale", str(LAB_SCALE), "--json", str(out), "--run-dir", str(tmp_path / "run")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "time above the floor" in result.output and "after 20 ms idle" in result.output
+    assert processes_under(tmp_path / "run") == [], "the benchmark left processes running"
+    figures = json.loads(out.read_text())
+    assert out.with_suffix(".png").stat().st_size > 0
+    rows = {(r["topology"], r["step"]): r for r in figures["rows"]}
+    assert len(rows) == 2 * len(STEPS)
+    for row in rows.values():
+        assert sum(row["excess_parts_ms"].values()) == pytest.approx(row["excess_ms"], abs=0.01)
+    assert (
+        rows[("hybrid", "view rides")]["wan_round_trips"] == 1 and rows[("multi", "view rides")]["wan_round_trips"] == 0
+    )
+    idle = figures["machine"]["idle_cost"]
+    assert idle["select_busy_ms"] > 0 and idle["select_after_idle_ms"] > 0
+    assert figures["ratios"]["rome"]["hybrid/multi"] > 1

@@ -8,10 +8,10 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import psycopg
 import pytest
 from click.testing import CliRunner
+from labkit import LAB_SCALE, processes_under
 
 from movr.bench.failover import DrillConfig, run_drill
 from movr.bench.journey import run_journey
@@ -25,20 +25,6 @@ from movr.store.regional import directory_region
 pytestmark = pytest.mark.lab
 
 AWS = load_preset("aws-eu-us")
-LAB_SCALE = 0.05  # as the other lab tests: small delays; assertions count, they do not time
-
-
-def processes_under(run_dir: Path) -> list[psutil.Process]:
-    """Live processes whose command line or working directory names the run directory."""
-    found = []
-    for process in psutil.process_iter(["cmdline", "cwd"]):
-        try:
-            text = " ".join(process.info["cmdline"] or []) + " " + (process.info["cwd"] or "")
-            if str(run_dir) in text and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
 
 
 def test_region_kill_drill_loses_no_acknowledged_write(tmp_path: Path) -> None:

@@ -356,6 +356,7 @@ def run_benchmark(
 
     preset = load_preset(preset_source)
     runs: list[JourneyRun] = []
+    idle_cost: dict[str, float] | None = None
     with Progress(console=console) as progress:
         task = progress.add_task("journeys", total=len(topologies) * len(cities) * repeats)
         for label in topologies:
@@ -367,6 +368,9 @@ def run_benchmark(
             try:
                 n = len(preset.cities)
                 state.load_sample(generate(preset, users=n * 3, vehicles=n * 3, rides=n * 3, seed=7))
+                if idle_cost is None:
+                    progress.update(task, description=f"{label}: timing this machine's idle wake-up")
+                    idle_cost = machine_idle_cost(state.server_dsn(preset.primary_region))
                 progress.update(task, description=f"{label}: warming up")
                 for city in cities:
                     run_journey(state, preset, city, scale)  # warm pools and caches; not recorded
@@ -388,7 +392,7 @@ def run_benchmark(
         "cities": cities,
         "topologies": topologies,
         "versions": {"movr": __version__, "python": platform.python_version()},
-        "machine": {"platform": platform.platform(), "processor": platform.machine()},
+        "machine": {"platform": platform.platform(), "processor": platform.machine(), "idle_cost": idle_cost},
         "rows": rows,
         "ratios": {city: ratios(rows, city) for city in cities},
         "runs": [{**asdict(run), "steps": [asdict(s) for s in run.steps]} for run in runs],
@@ -399,6 +403,38 @@ def run_benchmark(
     if plot_path:
         plot_journey(rows, cities, topologies, plot_path, preset.name, scale)
     return result
+
+
+IDLE_GAP_S = 0.02  # about the gap a journey leaves between requests (a client<->region round trip)
+
+
+def machine_idle_cost(dsn: str, samples: int = 100) -> dict[str, float]:
+    """One `SELECT 1` on a local server, straight, back to back and after the machine idled for IDLE_GAP_S.
+
+    Not part of any floor: context for reading the excess. On small virtual machines a process woken after
+    a few idle milliseconds runs several times slower than one kept busy (caches, CPU wake-up), and every
+    request of a journey wakes the balancer, an app server, a link and a database in turn.
+    """
+    import psycopg
+
+    def timed(conn: psycopg.Connection) -> float:
+        started = time.perf_counter()
+        conn.execute("SELECT 1").fetchall()
+        return (time.perf_counter() - started) * 1000
+
+    busy, after_idle = [], []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(20):
+            timed(conn)
+        for _ in range(samples):  # in pairs, so that a machine whose speed drifts affects both alike
+            time.sleep(IDLE_GAP_S)  # the gap being measured, not a distance
+            after_idle.append(timed(conn))
+            busy.append(timed(conn))
+    return {
+        "gap_ms": IDLE_GAP_S * 1000,
+        "select_busy_ms": statistics.median(busy),
+        "select_after_idle_ms": statistics.median(after_idle),
+    }
 
 
 def print_report(result: dict[str, Any]) -> None:
@@ -436,6 +472,13 @@ def print_report(result: dict[str, Any]) -> None:
             if ratio.get(f"{topology}/multi"):
                 parts.append(f"{topology}/multi = {ratio[f'{topology}/multi']:.1f}x")
         console.print("   ".join(parts))
+    idle = result.get("machine", {}).get("idle_cost")
+    if idle:
+        console.print(
+            f"this machine: SELECT 1 on a local server takes {idle['select_busy_ms']:.2f} ms back to back and "
+            f"{idle['select_after_idle_ms']:.2f} ms after {idle['gap_ms']:.0f} ms idle; every request wakes the "
+            "balancer, an app server, the links and a database in turn"
+        )
 
 
 def excess_table(rows: list[dict[str, Any]], city: str, topologies: list[str]) -> Table:
