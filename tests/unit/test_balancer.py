@@ -219,6 +219,7 @@ async def _end_to_end(preset: Preset) -> None:
             async with client.get(server.make_url("/"), headers={"X-Client-City": "rome"}) as resp:
                 assert resp.status == 502
                 assert "Traceback" not in await resp.text()
+                assert (await resp.json())["error"]["code"] == "bad_gateway"
             assert "europe-west1" not in balancer.regions_in_rotation()
             async with client.get(server.make_url("/"), headers={"X-Client-City": "rome"}) as resp:
                 assert resp.headers["X-Movr-Balancer-Region"] == "us-east1"
@@ -229,7 +230,8 @@ async def _end_to_end(preset: Preset) -> None:
                 pass
             async with client.get(server.make_url("/"), headers={"Accept": "application/json"}) as resp:
                 assert resp.status == 503
-                assert "no healthy region" in (await resp.json())["error"]
+                error = (await resp.json())["error"]  # shaped as the app's errors
+                assert error["code"] == "unavailable" and "no healthy region" in error["message"]
         await server.close()
 
 

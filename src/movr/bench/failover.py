@@ -293,10 +293,12 @@ class Rider(threading.Thread):
 
 
 def _code(response: Reply) -> str:
+    """The app's error code of a failed answer ("" when the body is not an app error)."""
     try:
-        return str(response.json().get("error", {}).get("code", ""))
-    except ValueError:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
         return ""
+    return str(error.get("code", "")) if isinstance(error, dict) else ""
 
 
 # --- floors ------------------------------------------------------------------------------------------------

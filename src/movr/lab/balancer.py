@@ -416,12 +416,17 @@ def _downstream_headers(upstream: CIMultiDict[str] | CIMultiDictProxy[str]) -> C
     return CIMultiDict((k, v) for k, v in upstream.items() if k not in drop)
 
 
+# The app's error codes (movr.web.errors), so that a client reads the balancer's failures as it reads the app's.
+_ERROR_CODES = {404: "not_found", 502: "bad_gateway", 503: "unavailable"}
+
+
 def _error(request: web.Request, status: int, message: str) -> web.Response:
-    """A short answer from the balancer itself: HTML for browsers, JSON for everything else."""
+    """A short answer from the balancer itself: HTML for browsers, else JSON shaped as the app's errors."""
     if "text/html" in request.headers.get(hdrs.ACCEPT, ""):
         page = f"<!doctype html><title>MovR balancer</title><h1>{status}</h1><p>{html.escape(message)}</p>\n"
         return web.Response(status=status, text=page, content_type="text/html")
-    return web.json_response({"error": message, "status": status}, status=status)
+    body = {"error": {"code": _ERROR_CODES.get(status, "error"), "message": message}}
+    return web.json_response(body, status=status)
 
 
 BALANCER_KEY = web.AppKey("balancer", Balancer)
