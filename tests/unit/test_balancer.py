@@ -16,6 +16,7 @@ import psutil
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiohttp_apps import serving
 from multidict import CIMultiDict
 
 from movr.geo import Preset
@@ -29,7 +30,6 @@ from movr.lab.balancer import (
     resolve_city,
 )
 from movr.lab.links_access import AccessLinkCounters, carry
-from movr.lab.ports import free_port
 
 ALL = ["us-east1", "us-west1", "europe-west1"]
 
@@ -131,16 +131,8 @@ async def fake_app(region: str, seen: list[web.Request]) -> AsyncIterator[tuple[
         response.set_cookie("movr_flash", "hello")
         return response
 
-    app = web.Application()
-    app.router.add_route("*", "/{path:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}", runner
-    finally:
-        await runner.cleanup()
+    async with serving(handle) as served:
+        yield served
 
 
 async def _end_to_end(preset: Preset) -> None:

@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
+from aiohttp_apps import serving
 
-from movr.lab.ports import free_port
 from movr.lab.upstream import UpstreamError, UpstreamPool
-
-
-@asynccontextmanager
-async def app_server(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
-    app = web.Application()
-    app.router.add_route("*", "/{path:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 async def echo(request: web.Request) -> web.StreamResponse:
@@ -49,7 +33,7 @@ async def echo(request: web.Request) -> web.StreamResponse:
 
 
 async def _answers() -> None:
-    async with app_server(echo) as url:
+    async with serving(echo) as (url, _):
         pool = UpstreamPool(url)
         try:
             made = await pool.request("POST", "/rides?x=1", [("X-Client-City", "rome")], b"body", timeout=5)
@@ -80,7 +64,7 @@ def test_answers_pass_through_whole():
 
 
 async def _stale_and_dead() -> None:
-    async with app_server(echo) as url:
+    async with serving(echo) as (url, _):
         pool = UpstreamPool(url)
         await pool.request("GET", "/first", [], b"", timeout=5)
         (idle,) = pool._idle
