@@ -113,5 +113,5 @@ def test_bench_journey_reports_every_figure_and_where_the_excess_goes(tmp_path):
         rows[("hybrid", "view rides")]["wan_round_trips"] == 1 and rows[("multi", "view rides")]["wan_round_trips"] == 0
     )
     idle = figures["machine"]["idle_cost"]
-    assert idle["select_busy_ms"] > 0 and idle["select_after_idle_ms"] > 0
+    assert idle["select_busy_ms"] > 0 and idle["select_after_idle_ms"] > 0 and idle["insert_after_idle_ms"] > 0
     assert figures["ratios"]["rome"]["hybrid/multi"] > 1

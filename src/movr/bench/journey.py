@@ -409,32 +409,37 @@ IDLE_GAP_S = 0.02  # about the gap a journey leaves between requests (a client<-
 
 
 def machine_idle_cost(dsn: str, samples: int = 100) -> dict[str, float]:
-    """One `SELECT 1` on a local server, straight, back to back and after the machine idled for IDLE_GAP_S.
+    """A `SELECT 1` and a committed one-row INSERT on a local server, straight (no link), back to back and
+    after the machine idled for IDLE_GAP_S.
 
     Not part of any floor: context for reading the excess. On small virtual machines a process woken after
     a few idle milliseconds runs several times slower than one kept busy (caches, CPU wake-up), and every
-    request of a journey wakes the balancer, an app server, a link and a database in turn.
+    request of a journey wakes the balancer, an app server, a link and a database in turn. The figures after
+    idling are also a lower bound for local SQL in `multi` (add the in-region RTT): no code of ours runs in them.
     """
     import psycopg
 
-    def timed(conn: psycopg.Connection) -> float:
+    def timed(conn: psycopg.Connection, statement: str) -> float:
         started = time.perf_counter()
-        conn.execute("SELECT 1").fetchall()
+        conn.execute(statement).fetchall()
         return (time.perf_counter() - started) * 1000
 
-    busy, after_idle = [], []
+    select, insert = "SELECT 1", "INSERT INTO movr_idle_probe DEFAULT VALUES RETURNING id"
+    figures: dict[str, list[float]] = {"select_busy": [], "select_after_idle": [], "insert_after_idle": []}
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for _ in range(20):
-            timed(conn)
-        for _ in range(samples):  # in pairs, so that a machine whose speed drifts affects both alike
-            time.sleep(IDLE_GAP_S)  # the gap being measured, not a distance
-            after_idle.append(timed(conn))
-            busy.append(timed(conn))
-    return {
-        "gap_ms": IDLE_GAP_S * 1000,
-        "select_busy_ms": statistics.median(busy),
-        "select_after_idle_ms": statistics.median(after_idle),
-    }
+        conn.execute("CREATE TABLE IF NOT EXISTS movr_idle_probe (id bigserial PRIMARY KEY)")
+        try:
+            for _ in range(20):
+                timed(conn, select)
+            for _ in range(samples):  # in pairs, so that a machine whose speed drifts affects both alike
+                time.sleep(IDLE_GAP_S)  # the gap being measured, not a distance
+                figures["select_after_idle"].append(timed(conn, select))
+                figures["select_busy"].append(timed(conn, select))
+                time.sleep(IDLE_GAP_S)
+                figures["insert_after_idle"].append(timed(conn, insert))
+        finally:
+            conn.execute("DROP TABLE movr_idle_probe")
+    return {"gap_ms": IDLE_GAP_S * 1000, **{f"{k}_ms": statistics.median(v) for k, v in figures.items()}}
 
 
 def print_report(result: dict[str, Any]) -> None:
@@ -476,8 +481,9 @@ def print_report(result: dict[str, Any]) -> None:
     if idle:
         console.print(
             f"this machine: SELECT 1 on a local server takes {idle['select_busy_ms']:.2f} ms back to back and "
-            f"{idle['select_after_idle_ms']:.2f} ms after {idle['gap_ms']:.0f} ms idle; every request wakes the "
-            "balancer, an app server, the links and a database in turn"
+            f"{idle['select_after_idle_ms']:.2f} ms after {idle['gap_ms']:.0f} ms idle (a committed INSERT: "
+            f"{idle['insert_after_idle_ms']:.2f} ms); every request wakes the balancer, an app server, the links "
+            "and a database in turn"
         )
 
 
