@@ -317,6 +317,11 @@ def summarize(runs: list[JourneyRun]) -> list[dict[str, Any]]:
     return rows
 
 
+def find_row(rows: list[dict[str, Any]], topology: str, city: str, step: str) -> dict[str, Any] | None:
+    """The summary row of one step of one city's journey in one topology."""
+    return next((r for r in rows if r["topology"] == topology and r["city"] == city and r["step"] == step), None)
+
+
 def ratios(rows: list[dict[str, Any]], city: str) -> dict[str, float | None]:
     """Average SQL latency of a city's steps whose data is homed there (all but sign-up), per topology,
     and the ratios against `multi`."""
@@ -456,9 +461,7 @@ def print_report(result: dict[str, Any]) -> None:
         for step in STEPS:
             cells = [step]
             for topology in result["topologies"]:
-                row = next(
-                    (r for r in rows if r["topology"] == topology and r["city"] == city and r["step"] == step), None
-                )
+                row = find_row(rows, topology, city, step)
                 if row is None:
                     cells += ["", ""]
                     continue
@@ -496,7 +499,7 @@ def excess_table(rows: list[dict[str, Any]], city: str, topologies: list[str]) -
     for step in STEPS:
         cells = [step]
         for topology in topologies:
-            row = next((r for r in rows if r["topology"] == topology and r["city"] == city and r["step"] == step), None)
+            row = find_row(rows, topology, city, step)
             parts = row and row.get("excess_parts_ms")
             cells.append(
                 f"{row['excess_ms']:.1f} = {parts['sql']:.1f} + {parts['app']:.1f} + {parts['path']:.1f}"
@@ -519,28 +522,9 @@ def plot_journey(
     width = 0.8 / max(1, len(topologies))
     for axis, city in zip(axes[0], cities, strict=True):
         for index, topology in enumerate(topologies):
-            values = [
-                next(
-                    (
-                        r["client_ms"]
-                        for r in rows
-                        if r["topology"] == topology and r["city"] == city and r["step"] == step
-                    ),
-                    0.0,
-                )
-                for step in STEPS
-            ]
-            floors = [
-                next(
-                    (
-                        r["floor_ms"]
-                        for r in rows
-                        if r["topology"] == topology and r["city"] == city and r["step"] == step
-                    ),
-                    0.0,
-                )
-                for step in STEPS
-            ]
+            found = [find_row(rows, topology, city, step) for step in STEPS]
+            values = [row["client_ms"] if row else 0.0 for row in found]
+            floors = [row["floor_ms"] if row else 0.0 for row in found]
             positions = [i + index * width for i in range(len(STEPS))]
             axis.bar(positions, values, width, label=topology)
             axis.scatter(

@@ -27,6 +27,7 @@ import psutil
 
 from movr.lab.controller import group_operations, record_event
 from movr.lab.state import LabState
+from movr.lab.supervisor import stop_process_tree
 from movr.lab.survival import current_primaries, layout_of, link_target, server_index
 
 Say = Callable[[str], None]
@@ -84,7 +85,7 @@ def fail_region(run_dir: Path, region: str, say: Say = lambda _: None) -> list[s
     # All at once, as a region goes: one after another would let the last ones serve on for a while.
     with ThreadPoolExecutor(max_workers=len(victims) or 1, thread_name_prefix="movr-kill") as pool:
         servers_done = [(info["name"], pool.submit(_server(state.run_dir, info).kill)) for info in servers]
-        apps_done = [(record.name, pool.submit(_kill_family, record.pid)) for record in apps]
+        apps_done = [(record.name, pool.submit(stop_process_tree, record.pid, 10.0, signal.SIGKILL)) for record in apps]
         _balancer_region(state, region, down=True)
         killed = [name for name, future in servers_done if future.result() is None]
         killed += [name for name, future in apps_done if future.result()]
@@ -97,19 +98,6 @@ def fail_region(run_dir: Path, region: str, say: Say = lambda _: None) -> list[s
     LabState.update(state.run_dir, change)
     say(f"region {region} lost: killed {', '.join(killed)}")
     return killed
-
-
-def _kill_family(pid: int) -> bool:
-    try:
-        process = psutil.Process(pid)
-        family = [*process.children(recursive=True), process]
-    except psutil.NoSuchProcess:
-        return False
-    for member in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            member.send_signal(signal.SIGKILL)
-    psutil.wait_procs(family, timeout=10)
-    return True
 
 
 def partition(run_dir: Path, a: str, b: str, say: Say = lambda _: None) -> list[str]:

@@ -439,7 +439,7 @@ def lab_down(run_dir: Path, timeout: float = 10.0) -> list[str]:
         state = None
     if state is not None:
         for record in reversed(state.processes):
-            if _terminate(record.pid, timeout):
+            if stop_process_tree(record.pid, timeout):
                 stopped.append(record.name)
         for server in state.plan.get("servers", {}).values():
             pg = _server(run_dir, server)
@@ -452,8 +452,9 @@ def lab_down(run_dir: Path, timeout: float = 10.0) -> list[str]:
     return stopped
 
 
-def _terminate(pid: int, timeout: float) -> bool:
-    """SIGTERM a process and its children, then SIGKILL what is left."""
+def stop_process_tree(pid: int, timeout: float, first: signal.Signals = signal.SIGTERM) -> bool:
+    """Send `first` to a process and its children (SIGTERM: a clean stop; SIGKILL: a crash, for fault drills),
+    then SIGKILL what is left after `timeout`. False when the process was already gone."""
     try:
         process = psutil.Process(pid)
         family = [*process.children(recursive=True), process]
@@ -461,7 +462,7 @@ def _terminate(pid: int, timeout: float) -> bool:
         return False
     for member in family:
         with contextlib.suppress(psutil.NoSuchProcess):
-            member.send_signal(signal.SIGTERM)
+            member.send_signal(first)
     _, alive = psutil.wait_procs(family, timeout=timeout)
     for member in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
