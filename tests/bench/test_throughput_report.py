@@ -17,8 +17,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+from benchkit import processes_under
 from click.testing import CliRunner
 
 from movr.bench.common import decode_histogram
@@ -40,20 +40,6 @@ _browser = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_browser)
 chromium = _browser.chromium
 CHROMIUM_ARGS: list[str] = _browser.CHROMIUM_ARGS
-
-
-def processes_under(run_dir: Path) -> list[psutil.Process]:
-    """Live processes whose command line or working directory mentions `run_dir` (servers, links, apps)."""
-    marker = str(run_dir.resolve())
-    found = []
-    for process in psutil.process_iter(["cmdline", "cwd"]):
-        try:
-            text = " ".join(process.info["cmdline"] or []) + " " + (process.info["cwd"] or "")
-            if marker in text and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+from benchkit import processes_under
 from click.testing import CliRunner
 
 from movr.bench.common import decode_histogram
@@ -22,20 +22,6 @@ pytestmark = pytest.mark.lab
 
 REGIONS = ["us-east1", "europe-west2", "asia-northeast1"]  # the ycsb-3 preset
 PERCENTILES = ("p50_ms", "p95_ms", "p99_ms")
-
-
-def processes_under(run_dir: Path) -> list[psutil.Process]:
-    """Live processes whose command line or working directory mentions `run_dir` (servers, links)."""
-    marker = str(run_dir.resolve())
-    found = []
-    for process in psutil.process_iter(["cmdline", "cwd"]):
-        try:
-            text = " ".join(process.info["cmdline"] or []) + " " + (process.info["cwd"] or "")
-            if marker in text and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
 
 
 def run(command: Any, tmp_path: Path, *args: str) -> dict[str, Any]:

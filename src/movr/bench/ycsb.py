@@ -37,9 +37,9 @@ import itertools
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, fields
+from functools import partial, wraps
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -64,7 +64,8 @@ from movr.bench.common import (
     versions,
     write_json,
 )
-from movr.geo import PresetError, load_preset
+from movr.cli_support import preset_or_fail
+from movr.geo import load_preset
 from movr.store.work import Rows, Statement
 
 VARIANTS = ("computed", "default", "rehoming")
@@ -588,6 +589,12 @@ class _MeasuredRun:
             "round_trips": _round_trips(self.lab, region, self.before, self.after, payload["ops_total"]),
         }
 
+    def reads_and_updates(self, region: str, labels: Sequence[str]) -> dict[str, Any]:
+        """One client's read and update figures, each overall and per label: `ycsb` and `rehome` rows carry
+        both under the same names, so one place computes them."""
+        payload = self.payloads[region]
+        return {"read": _op_figures(payload, "read", labels), "update": _op_figures(payload, "update", labels)}
+
 
 def _measure_run(
     lab: BenchLab,
@@ -651,16 +658,14 @@ def run_ycsb(settings: Settings) -> dict[str, Any]:
             run = _measure_run(lab, fleet, progress, settings, tasks, f"{variant} @ {locality}%")
             labels = ["local", "remote", *(f"home={h}" for h in regions)]
             for region in regions:
-                payload = run.payloads[region]
                 results.append(
                     {
                         "variant": variant,
                         "locality": locality,
                         "region": region,
                         **run.client(region),
-                        "read": _op_figures(payload, "read", labels),
-                        "update": _op_figures(payload, "update", labels),
-                        "timeline": _timeline(payload, ["read", "update"]),
+                        **run.reads_and_updates(region, labels),
+                        "timeline": _timeline(run.payloads[region], ["read", "update"]),
                     }
                 )
     result["results"] = results
@@ -762,8 +767,7 @@ def run_rehome(settings: Settings) -> dict[str, Any]:
                         "variant": variant,
                         "region": region,
                         **run.client(region),
-                        "read": _op_figures(payload, "read", ["private", "hot"]),
-                        "update": _op_figures(payload, "update", ["private", "hot"]),
+                        **run.reads_and_updates(region, ["private", "hot"]),
                         "hot_read_tail": figures(payload, "read|hot@tail"),
                         "timeline": _timeline(payload, ["read|hot", "update|hot"]),
                     }
@@ -942,26 +946,42 @@ def _title(result: Mapping[str, Any], what: str) -> str:
     )
 
 
+def _table(result: Mapping[str, Any], what: str, columns: Sequence[str], left: Collection[str]) -> Table:
+    """A table titled by `_title`, its text columns (`left`) aligned left and its figures right: every table
+    here is laid out this way, so they read alike side by side."""
+    table = Table(title=_title(result, what))
+    for column in columns:
+        table.add_column(column, justify="left" if column in left else "right")
+    return table
+
+
+# The figures `ycsb` and `insert` show for one client and one kind of operation, after the cells naming them.
+CLIENT_FIGURE_COLUMNS = ("p50", "p95", "p99", "floor p50", "ops/s", "WAN rt/op")
+
+
+def _client_figure_cells(cell: Mapping[str, Any], op: str) -> list[str]:
+    """The `CLIENT_FIGURE_COLUMNS` of one result row for operation `op`: shared so that the `ycsb` and
+    `insert` tables format latency, throughput and WAN round trips the same way."""
+    f = cell[op]
+    wan = cell["round_trips"]["wan_per_op"]
+    return [
+        ms(f["p50_ms"]),
+        ms(f["p95_ms"]),
+        ms(f["p99_ms"]),
+        ms(f["floor"]["p50_ms"]),
+        f"{cell['throughput_ops_s']:.0f}",
+        f"{wan:.2f}" if wan is not None else "-",
+    ]
+
+
 def print_ycsb(result: Mapping[str, Any]) -> None:
     rows = sorted(result["results"], key=lambda r: (-r["locality"], VARIANTS.index(r["variant"]), r["region"]))
     for op in ("read", "update"):
-        table = Table(title=_title(result, f"YCSB-{result['settings']['workload']} {op}s, every operation"))
-        for column in ("locality", "variant", "client region", "p50", "p95", "p99", "floor p50", "ops/s", "WAN rt/op"):
-            table.add_column(column, justify="left" if column in ("variant", "client region") else "right")
+        title = f"YCSB-{result['settings']['workload']} {op}s, every operation"
+        columns = ("locality", "variant", "client region", *CLIENT_FIGURE_COLUMNS)
+        table = _table(result, title, columns, left=("variant", "client region"))
         for cell in rows:
-            f = cell[op]
-            wan = cell["round_trips"]["wan_per_op"]
-            table.add_row(
-                f"{cell['locality']}%",
-                cell["variant"],
-                cell["region"],
-                ms(f["p50_ms"]),
-                ms(f["p95_ms"]),
-                ms(f["p99_ms"]),
-                ms(f["floor"]["p50_ms"]),
-                f"{cell['throughput_ops_s']:.0f}",
-                f"{wan:.2f}" if wan is not None else "-",
-            )
+            table.add_row(f"{cell['locality']}%", cell["variant"], cell["region"], *_client_figure_cells(cell, op))
         console.print(table)
     print_remote_by_home(result)
     _print_errors(rows)
@@ -976,9 +996,8 @@ def print_remote_by_home(result: Mapping[str, Any]) -> None:
     if not localities:
         return
     for op in ("read", "update"):
-        table = Table(title=_title(result, f"remote {op}s by the row's original home: p50 (floor p50)"))
-        for column in ("locality", "client region", "home", *variants):
-            table.add_column(column, justify="right" if column in variants or column == "locality" else "left")
+        title = f"remote {op}s by the row's original home: p50 (floor p50)"
+        table = _table(result, title, ("locality", "client region", "home", *variants), left=("client region", "home"))
         for locality in localities:
             for region in dict.fromkeys(r["region"] for r in rows):
                 for home in dict.fromkeys(r["region"] for r in rows):
@@ -994,22 +1013,9 @@ def print_remote_by_home(result: Mapping[str, Any]) -> None:
 
 
 def print_insert(result: Mapping[str, Any]) -> None:
-    table = Table(title=_title(result, "inserts"))
-    for column in ("variant", "region", "p50", "p95", "p99", "floor p50", "ops/s", "WAN rt/op"):
-        table.add_column(column, justify="left" if column in ("variant", "region") else "right")
+    table = _table(result, "inserts", ("variant", "region", *CLIENT_FIGURE_COLUMNS), left=("variant", "region"))
     for cell in result["results"]:
-        f = cell["insert"]
-        wan = cell["round_trips"]["wan_per_op"]
-        table.add_row(
-            cell["variant"],
-            cell["region"],
-            ms(f["p50_ms"]),
-            ms(f["p95_ms"]),
-            ms(f["p99_ms"]),
-            ms(f["floor"]["p50_ms"]),
-            f"{cell['throughput_ops_s']:.0f}",
-            f"{wan:.2f}" if wan is not None else "-",
-        )
+        table.add_row(cell["variant"], cell["region"], *_client_figure_cells(cell, "insert"))
     console.print(table)
     for variant, check in result["verification"].items():
         console.print(f"{variant}: rows and claims after the run {'consistent' if check['consistent'] else 'WRONG'}")
@@ -1021,10 +1027,9 @@ def print_rehome(result: Mapping[str, Any]) -> None:
     """Per client first: a closed loop that holds the hot rows runs hundreds of times faster than one that
     does not, so a distribution merged over clients mostly shows the fastest client."""
     title = f"rehoming under contention, hot range first homed in {result['hot_home']}, per client"
-    table = Table(title=_title(result, title))
     columns = ("c", "variant", "client region", "hot read p50", "p99", "floor p50", "hot update p50", "p99")
-    for column in (*columns, "private read p50", "ops/s", "rows moved", "retries"):
-        table.add_column(column, justify="left" if column in ("variant", "client region") else "right")
+    more = ("private read p50", "ops/s", "rows moved", "retries")
+    table = _table(result, title, (*columns, *more), left=("variant", "client region"))
     for cell in result["results"]:
         read, update = cell["read"]["by_access"]["hot"], cell["update"]["by_access"]["hot"]
         table.add_row(
@@ -1042,10 +1047,9 @@ def print_rehome(result: Mapping[str, Any]) -> None:
             str(cell["retries"]),
         )
     console.print(table)
-    table = Table(title=_title(result, "rehoming under contention, all contending clients together"))
+    title = "rehoming under contention, all contending clients together"
     columns = ("c", "variant", "ops/s", "rows moved", "read p50", "read p99", "update p50", "update p99")
-    for column in (*columns, "hot read p50, last part"):
-        table.add_column(column, justify="left" if column == "variant" else "right")
+    table = _table(result, title, (*columns, "hot read p50, last part"), left=("variant",))
     for row in result["summary"]:
         table.add_row(
             str(row["contending"]),
@@ -1101,13 +1105,28 @@ def _bars(axis: Any, groups: list[str], series: dict[str, list[dict[str, Any] | 
     axis.grid(axis="y", alpha=0.3)
 
 
+def _save(plt: Any, fig: Any, path: Path) -> None:
+    """Lay out and write a figure, then close it: every plot here ends so, and pyplot keeps an unclosed figure
+    alive (and warns past twenty), which a report drawing many plots would hit."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _read_update_grid(plt: Any, columns: int) -> tuple[Any, Any]:
+    """A figure of reads (top row) over updates (bottom row), `columns` panels wide, each row on one y axis:
+    the layout of the `ycsb` and `rehome` plots, one column per locality or contention level."""
+    return plt.subplots(2, columns, figsize=(5 * columns, 8), squeeze=False, sharey="row")
+
+
 def plot_ycsb(result: Mapping[str, Any], path: Path) -> None:
     plt = _pyplot()
     rows = result["results"]
     localities = list(result["settings"]["localities"])
     variants = list(result["settings"]["variants"])
     regions = list(dict.fromkeys(r["region"] for r in rows))
-    fig, axes = plt.subplots(2, len(localities), figsize=(5 * len(localities), 8), squeeze=False, sharey="row")
+    fig, axes = _read_update_grid(plt, len(localities))
     for row_index, op in enumerate(("read", "update")):
         for col_index, locality in enumerate(localities):
             axis = axes[row_index][col_index]
@@ -1123,10 +1142,7 @@ def plot_ycsb(result: Mapping[str, Any], path: Path) -> None:
         f"YCSB-{result['settings']['workload']} on the lab — preset {result['preset']}, delays x{result['scale']:g}; "
         "black marks: floor"
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_insert(result: Mapping[str, Any], path: Path) -> None:
@@ -1143,10 +1159,7 @@ def plot_insert(result: Mapping[str, Any], path: Path) -> None:
     axis.set_ylabel("insert ms (bar p50, whisker p99)")
     axis.legend(fontsize=8)
     axis.set_title(f"inserts — preset {result['preset']}, delays x{result['scale']:g}; black marks: floor")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_rehome(result: Mapping[str, Any], path: Path) -> None:
@@ -1154,7 +1167,7 @@ def plot_rehome(result: Mapping[str, Any], path: Path) -> None:
     plt = _pyplot()
     rows = result["results"]
     counts = list(dict.fromkeys(r["contending"] for r in rows))
-    fig, axes = plt.subplots(2, len(counts), figsize=(5 * len(counts), 8), squeeze=False, sharey="row")
+    fig, axes = _read_update_grid(plt, len(counts))
     for col, contending in enumerate(counts):
         regions = list(dict.fromkeys(r["region"] for r in rows if r["contending"] == contending))
         totals = {
@@ -1184,10 +1197,7 @@ def plot_rehome(result: Mapping[str, Any], path: Path) -> None:
         f"rehoming under contention — preset {result['preset']}, delays x{result['scale']:g}, hot range first "
         f"homed in {result['hot_home']}; black marks: floor"
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -1222,47 +1232,96 @@ def _names(text: str, option: str, known: Sequence[str]) -> tuple[str, ...]:
     return values
 
 
-def _settings(
-    experiment: str,
-    *,
-    preset: str,
-    scale: float | None,
-    quick: bool,
-    duration: float | None,
-    warmup: float | None,
-    run_dir: Path | None,
-    links: str,
-    records: int | None = None,
-    **extra: Any,
-) -> Settings:
+@dataclass(frozen=True)
+class CommonOptions:
+    """The options all three commands take, as `_common_options` hands them over."""
+
+    preset: str
+    scale: float | None
+    duration: float | None
+    warmup: float | None
+    quick: bool
+    json_path: Path | None
+    run_dir: Path | None
+    links: str
+
+
+def _common_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """Add the options every command here takes, and pass them to `fn` as one `CommonOptions`, its first
+    argument: each command then names only its own options, and `_settings` reads the shared ones once."""
+    options = [
+        click.option("--preset", default="ycsb-3", show_default=True, help="Preset name or TOML file."),
+        click.option(
+            "--scale", type=float, default=None, help="Multiplies every delay [default: 1; 0.05 with --quick]."
+        ),
+        click.option("--duration", type=float, default=None, help="Measured seconds per run."),
+        click.option("--warmup", type=float, default=None, help="Seconds of the same workload before measuring."),
+        click.option("--quick", is_flag=True, help="Tiny data and runs at scale 0.05 (the whole command < 30 s)."),
+        click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="Result file."),
+        click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False), help="Servers and logs here."),
+        click.option("--links", default="process", show_default=True, help="Links as a process or a thread."),
+    ]
+    names = [field.name for field in fields(CommonOptions)]
+
+    @wraps(fn)
+    def command(**values: Any) -> None:
+        fn(CommonOptions(**{name: values.pop(name) for name in names}), **values)
+
+    # `wraps` shares `fn`'s list of the options declared below this decorator: give `command` its own.
+    command.__click_params__ = list(getattr(fn, "__click_params__", []))  # type: ignore[attr-defined]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _workload_options(distribution: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """--workload and --distribution, which `ycsb` and `rehome` both take (`distribution` is the default)."""
+    workload_option = click.option(
+        "--workload", default="B", show_default=True, help="YCSB B (95% reads) or A (50% reads)."
+    )
+    distribution_option = click.option(
+        "--distribution", default=distribution, show_default=True, help="zipfian or uniform."
+    )
+    return lambda fn: workload_option(distribution_option(fn))
+
+
+def _checked_workload(workload: str, distribution: str) -> str:
+    """The --workload letter upper-cased, once it and --distribution are known (exit status 2 if not)."""
+    workload = workload.upper()
+    if workload not in WORKLOADS:
+        _fail(f"--workload must be A or B, not {workload!r}")
+    if distribution not in DISTRIBUTIONS:
+        _fail(f"--distribution must be zipfian or uniform, not {distribution!r}")
+    return workload
+
+
+def _settings(experiment: str, common: CommonOptions, records: int | None = None, **extra: Any) -> Settings:
     """Validate the options (exit status 2 with one line on a bad one) and fill in the full or quick defaults."""
-    try:
-        chosen = load_preset(preset)
-    except PresetError as err:
-        _fail(str(err))
+    chosen = preset_or_fail(common.preset)
+    quick = common.quick
     defaults = QUICK[experiment] if quick else FULL[experiment]
-    scale = scale if scale is not None else (QUICK_SCALE if quick else 1.0)
-    duration = duration if duration is not None else defaults["duration"]
-    warmup = warmup if warmup is not None else defaults["warmup"]
+    scale = common.scale if common.scale is not None else (QUICK_SCALE if quick else 1.0)
+    duration = common.duration if common.duration is not None else defaults["duration"]
+    warmup = common.warmup if common.warmup is not None else defaults["warmup"]
     if scale <= 0:
         _fail("--scale must be positive")
     if duration <= 0:
         _fail("--duration must be positive")
     if warmup < 0:
         _fail("--warmup must not be negative")
-    if links not in ("process", "thread"):
+    if common.links not in ("process", "thread"):
         _fail("--links must be process or thread")
     regions = len(chosen.region_names)
     if regions < 2:
         _fail(f"preset {chosen.name} has {regions} region; these experiments need at least two")
     settings = Settings(
         experiment=experiment,
-        preset=preset,
+        preset=common.preset,
         scale=scale,
         duration=duration,
         warmup=warmup,
-        run_dir=run_dir or default_run_dir(experiment),
-        link_mode=links,
+        run_dir=common.run_dir or default_run_dir(experiment),
+        link_mode=common.links,
         quick=quick,
         **extra,
     )
@@ -1285,40 +1344,14 @@ def _finish(result: dict[str, Any], json_path: Path, plot_path: Path, plot: Call
     console.print(f"figures: {json_path}, chart: {plot_path}")
 
 
-def _common_options(fn: Callable) -> Callable:
-    options = [
-        click.option("--preset", default="ycsb-3", show_default=True, help="Preset name or TOML file."),
-        click.option(
-            "--scale", type=float, default=None, help="Multiplies every delay [default: 1; 0.05 with --quick]."
-        ),
-        click.option("--duration", type=float, default=None, help="Measured seconds per run."),
-        click.option("--warmup", type=float, default=None, help="Seconds of the same workload before measuring."),
-        click.option("--quick", is_flag=True, help="Tiny data and runs at scale 0.05 (the whole command < 30 s)."),
-        click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help="Result file."),
-        click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False), help="Servers and logs here."),
-        click.option("--links", default="process", show_default=True, help="Links as a process or a thread."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
 @click.command("ycsb")
 @_common_options
-@click.option("--workload", default="B", show_default=True, help="YCSB B (95% reads) or A (50% reads).")
-@click.option("--distribution", default="zipfian", show_default=True, help="zipfian or uniform.")
+@_workload_options(distribution="zipfian")
 @click.option("--locality", "locality_text", default="100,95,50", show_default=True, help="Locality of access, %.")
 @click.option("--variants", "variants_text", default=",".join(VARIANTS), show_default=True)
 @click.option("--records", type=int, default=None, help="Rows in all regions together [default: 30000; 600 quick].")
 def ycsb_command(
-    preset: str,
-    scale: float | None,
-    duration: float | None,
-    warmup: float | None,
-    quick: bool,
-    json_path: Path | None,
-    run_dir: Path | None,
-    links: str,
+    common: CommonOptions,
     workload: str,
     distribution: str,
     locality_text: str,
@@ -1326,57 +1359,27 @@ def ycsb_command(
     records: int | None,
 ) -> None:
     """Reads and updates of homed rows: computed vs default (locality-optimized search) vs rehoming."""
-    workload = workload.upper()
-    if workload not in WORKLOADS:
-        _fail(f"--workload must be A or B, not {workload!r}")
-    if distribution not in DISTRIBUTIONS:
-        _fail(f"--distribution must be zipfian or uniform, not {distribution!r}")
+    workload = _checked_workload(workload, distribution)
     settings = _settings(
         "ycsb",
-        preset=preset,
-        scale=scale,
-        quick=quick,
-        duration=duration,
-        warmup=warmup,
-        run_dir=run_dir,
-        links=links,
+        common,
         records=records,
         workload=workload,
         distribution=distribution,
         localities=_int_list(locality_text, "--locality", 0, 100),
         variants=_names(variants_text, "--variants", VARIANTS),
     )
-    json_file, plot_file = _outputs(settings, json_path)
+    json_file, plot_file = _outputs(settings, common.json_path)
     _finish(run_ycsb(settings), json_file, plot_file, plot_ycsb, print_ycsb)
 
 
 @click.command("insert")
 @_common_options
 @click.option("--variants", "variants_text", default=",".join(INSERT_VARIANTS), show_default=True)
-def insert_command(
-    preset: str,
-    scale: float | None,
-    duration: float | None,
-    warmup: float | None,
-    quick: bool,
-    json_path: Path | None,
-    run_dir: Path | None,
-    links: str,
-    variants_text: str,
-) -> None:
+def insert_command(common: CommonOptions, variants_text: str) -> None:
     """Inserts: default region (key unique across every region) vs computed region (unique at home)."""
-    settings = _settings(
-        "insert",
-        preset=preset,
-        scale=scale,
-        quick=quick,
-        duration=duration,
-        warmup=warmup,
-        run_dir=run_dir,
-        links=links,
-        variants=_names(variants_text, "--variants", INSERT_VARIANTS),
-    )
-    json_file, plot_file = _outputs(settings, json_path)
+    settings = _settings("insert", common, variants=_names(variants_text, "--variants", INSERT_VARIANTS))
+    json_file, plot_file = _outputs(settings, common.json_path)
     _finish(run_insert(settings), json_file, plot_file, plot_insert, print_insert)
 
 
@@ -1384,18 +1387,10 @@ def insert_command(
 @_common_options
 @click.option("--contending", "contending_text", default="1,2,3", show_default=True, help="Contending regions.")
 @click.option("--hot-keys", "hot", type=int, default=10, show_default=True, help="Rows in the shared hot range.")
-@click.option("--workload", default="B", show_default=True, help="YCSB B (95% reads) or A (50% reads).")
-@click.option("--distribution", default="uniform", show_default=True, help="zipfian or uniform.")
+@_workload_options(distribution="uniform")
 @click.option("--records", type=int, default=None, help="Private rows, all regions [default: 3000; 300 quick].")
 def rehome_command(
-    preset: str,
-    scale: float | None,
-    duration: float | None,
-    warmup: float | None,
-    quick: bool,
-    json_path: Path | None,
-    run_dir: Path | None,
-    links: str,
+    common: CommonOptions,
     contending_text: str,
     hot: int,
     workload: str,
@@ -1403,31 +1398,18 @@ def rehome_command(
     records: int | None,
 ) -> None:
     """Rehoming vs default when c regions' remote accesses share one hot range (50% locality)."""
-    workload = workload.upper()
-    if workload not in WORKLOADS:
-        _fail(f"--workload must be A or B, not {workload!r}")
-    if distribution not in DISTRIBUTIONS:
-        _fail(f"--distribution must be zipfian or uniform, not {distribution!r}")
+    workload = _checked_workload(workload, distribution)
     if hot < 1:
         _fail("--hot-keys must be at least 1")
-    try:
-        regions = len(load_preset(preset).region_names)
-    except PresetError as err:
-        _fail(str(err))
+    regions = len(preset_or_fail(common.preset).region_names)
     settings = _settings(
         "rehome",
-        preset=preset,
-        scale=scale,
-        quick=quick,
-        duration=duration,
-        warmup=warmup,
-        run_dir=run_dir,
-        links=links,
+        common,
         records=records,
         workload=workload,
         distribution=distribution,
         contending=_int_list(contending_text, "--contending", 1, regions),
         hot=hot,
     )
-    json_file, plot_file = _outputs(settings, json_path)
+    json_file, plot_file = _outputs(settings, common.json_path)
     _finish(run_rehome(settings), json_file, plot_file, plot_rehome, print_rehome)
