@@ -58,7 +58,7 @@ def run_demo(*, run_dir: Path, serve: bool, preset_source: str = "gcp-3", scale:
     """The main job: a three-region lab, sample data, a journey table from three cities, then serve."""
     from movr.bench.journey import print_report, run_journey, summarize
     from movr.lab.cli import wait_for_interrupt
-    from movr.lab.supervisor import lab_down, lab_up
+    from movr.lab.supervisor import lab_down, lab_up, processes_left
     from movr.store.sample import SAMPLE_PASSWORD, generate
 
     preset = load_preset(preset_source)
@@ -109,4 +109,8 @@ def run_demo(*, run_dir: Path, serve: bool, preset_source: str = "gcp-3", scale:
     finally:
         console.print("stopping the lab")
         lab_down(lab_dir)
-        console.print("stopped; nothing left running.")
+        left = processes_left(lab_dir)
+        if left:
+            console.print(f"[red]still running after lab down:[/] {', '.join(str(p.pid) for p in left)}")
+        else:
+            console.print("stopped; nothing left running.")

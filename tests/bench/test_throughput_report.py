@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from benchkit import processes_under
 from click.testing import CliRunner
 
 from movr.bench.common import decode_histogram
 from movr.bench.journey import STEPS
 from movr.bench.report import CLAIMS, classify, find_results, report_command
 from movr.bench.throughput import Schedule, UserJourney, judge, throughput_command
+from movr.lab.supervisor import processes_left
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "run" / "artifacts" / "report"
@@ -56,7 +56,7 @@ def quick_throughput(bench_dir: Path) -> dict[str, Any]:
         throughput_command, ["--quick", "--run-dir", str(run_dir), "--json", str(json_path)], catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
-    assert processes_under(run_dir) == [], "a server, link, app or balancer outlived the command"
+    assert processes_left(run_dir) == [], "a server, link, app or balancer outlived the command"
     return json.loads(json_path.read_text())
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from benchkit import processes_under
 from click.testing import CliRunner
 
 from movr.bench.common import decode_histogram
 from movr.bench.ycsb import VARIANTS, insert_command, rehome_command, ycsb_command
+from movr.lab.supervisor import processes_left
 
 pytestmark = pytest.mark.lab
 
@@ -31,7 +31,7 @@ def run(command: Any, tmp_path: Path, *args: str) -> dict[str, Any]:
         command, ["--quick", "--json", str(json_path), "--run-dir", str(run_dir), *args], catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
-    assert processes_under(run_dir) == [], "a server, link or client process outlived the command"
+    assert processes_left(run_dir) == [], "a server, link or client process outlived the command"
     assert json_path.with_suffix(".png").stat().st_size > 0
     return json.loads(json_path.read_text())
 

@@ -6,9 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from labkit import LAB_SCALE, processes_under
+from labkit import LAB_SCALE
 
 from movr.geo import load_preset
+from movr.lab.supervisor import processes_left
 
 
 @pytest.fixture(scope="module")
@@ -30,4 +31,4 @@ def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     yield stand_up
     for run_dir in started:
         lab_down(run_dir)
-        assert processes_under(run_dir) == [], "lab down left processes running"
+        assert processes_left(run_dir) == [], "lab down left processes running"

@@ -6,11 +6,12 @@ import json
 import urllib.request
 
 import pytest
-from labkit import LAB_SCALE, processes_under
+from labkit import LAB_SCALE
 
 from movr.bench.journey import STEPS, run_journey
 from movr.geo import load_preset
 from movr.lab.links import fetch_counters
+from movr.lab.supervisor import processes_left
 from movr.store.regional import directory_region
 
 pytestmark = pytest.mark.lab
@@ -102,7 +103,7 @@ def test_bench_journey_reports_every_figure_and_where_the_excess_goes(tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "time above the floor" in result.output and "after 20 ms idle" in result.output
-    assert processes_under(tmp_path / "run") == [], "the benchmark left processes running"
+    assert processes_left(tmp_path / "run") == [], "the benchmark left processes running"
     figures = json.loads(out.read_text())
     assert out.with_suffix(".png").stat().st_size > 0
     rows = {(r["topology"], r["step"]): r for r in figures["rows"]}

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
-from labkit import LAB_SCALE, processes_under
+from labkit import LAB_SCALE
 
 from movr.bench.failover import DrillConfig, run_drill
 from movr.bench.journey import run_journey
@@ -20,6 +20,7 @@ from movr.geo import load_preset
 from movr.lab.faults import heal, partition
 from movr.lab.links import fetch_links
 from movr.lab.state import LabState
+from movr.lab.supervisor import processes_left
 from movr.store.regional import directory_region
 
 pytestmark = pytest.mark.lab
@@ -41,7 +42,7 @@ def test_region_kill_drill_loses_no_acknowledged_write(tmp_path: Path) -> None:
         run_dir=run_dir,
     )
     result = run_drill(config)
-    assert processes_under(run_dir) == [], "the drill left processes running"
+    assert processes_left(run_dir) == [], "the drill left processes running"
 
     assert result["ledger_check"]["ok"], result["ledger_check"]
     assert result["ledger_check"]["lost"] == [] and result["ledger_check"]["duplicated"] == []
@@ -78,7 +79,7 @@ def domiciled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
         yield state
     finally:
         lab_down(run_dir)
-        assert processes_under(run_dir) == [], "lab down left processes running"
+        assert processes_left(run_dir) == [], "lab down left processes running"
 
 
 def audit_exit_code(state: LabState) -> tuple[int, dict]:

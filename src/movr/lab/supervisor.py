@@ -452,6 +452,21 @@ def lab_down(run_dir: Path, timeout: float = 10.0) -> list[str]:
     return stopped
 
 
+def processes_left(run_dir: Path) -> list[psutil.Process]:
+    """Live processes whose command line or working directory names the run directory: after `lab down`
+    (or any command that stood a lab up), the proof that it stopped everything it started."""
+    marker = str(Path(run_dir).resolve())
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            text = " ".join(process.info["cmdline"] or []) + " " + (process.info["cwd"] or "")
+            if marker in text and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
 def stop_process_tree(pid: int, timeout: float, first: signal.Signals = signal.SIGTERM) -> bool:
     """Send `first` to a process and its children (SIGTERM: a clean stop; SIGKILL: a crash, for fault drills),
     then SIGKILL what is left after `timeout`. False when the process was already gone."""
