@@ -50,6 +50,7 @@ from rich.console import Console
 from rich.table import Table
 
 from movr import __version__
+from movr.bench.plots import save_figure
 from movr.geo import Preset, load_preset
 
 console = Console()
@@ -810,10 +811,7 @@ def plot_timeline(result: dict[str, Any], path: Path) -> None:
     fig.suptitle(
         f"failover drill — {result['survival']} survival, preset {result['preset']}, delays x{result['scale']:g}"
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 @click.command("failover")

@@ -33,6 +33,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from movr import __version__
+from movr.bench.plots import save_figure
 from movr.geo import Preset, load_preset
 from movr.lab.layout import TOPOLOGIES
 from movr.lab.state import LabState
@@ -536,10 +537,7 @@ def plot_journey(
         axis.set_ylabel("client-observed ms (median)")
         axis.legend()
     fig.suptitle(f"MovR journey per topology — preset {preset}, delays x{scale:g}; black marks: physical floor")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 @click.command("journey")

@@ -84,6 +84,7 @@ from movr.bench.common import (
     write_json,
 )
 from movr.bench.journey import PASSWORD, STEPS, unavoidable_wan
+from movr.bench.plots import save_figure
 from movr.cli_support import CliError
 from movr.geo import Preset, PresetError, load_preset
 from movr.lab.layout import TOPOLOGIES
@@ -1029,10 +1030,7 @@ def plot_topology(result: Mapping[str, Any], entry: Mapping[str, Any], path: Pat
         else "no rate measured",
         fontsize=10,
     )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------------------

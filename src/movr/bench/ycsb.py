@@ -64,6 +64,7 @@ from movr.bench.common import (
     versions,
     write_json,
 )
+from movr.bench.plots import save_figure
 from movr.cli_support import preset_or_fail
 from movr.geo import load_preset
 from movr.store.work import Rows, Statement
@@ -1105,15 +1106,6 @@ def _bars(axis: Any, groups: list[str], series: dict[str, list[dict[str, Any] | 
     axis.grid(axis="y", alpha=0.3)
 
 
-def _save(plt: Any, fig: Any, path: Path) -> None:
-    """Lay out and write a figure, then close it: every plot here ends so, and pyplot keeps an unclosed figure
-    alive (and warns past twenty), which a report drawing many plots would hit."""
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def _read_update_grid(plt: Any, columns: int) -> tuple[Any, Any]:
     """A figure of reads (top row) over updates (bottom row), `columns` panels wide, each row on one y axis:
     the layout of the `ycsb` and `rehome` plots, one column per locality or contention level."""
@@ -1142,7 +1134,7 @@ def plot_ycsb(result: Mapping[str, Any], path: Path) -> None:
         f"YCSB-{result['settings']['workload']} on the lab — preset {result['preset']}, delays x{result['scale']:g}; "
         "black marks: floor"
     )
-    _save(plt, fig, path)
+    save_figure(fig, path)
 
 
 def plot_insert(result: Mapping[str, Any], path: Path) -> None:
@@ -1159,7 +1151,7 @@ def plot_insert(result: Mapping[str, Any], path: Path) -> None:
     axis.set_ylabel("insert ms (bar p50, whisker p99)")
     axis.legend(fontsize=8)
     axis.set_title(f"inserts — preset {result['preset']}, delays x{result['scale']:g}; black marks: floor")
-    _save(plt, fig, path)
+    save_figure(fig, path)
 
 
 def plot_rehome(result: Mapping[str, Any], path: Path) -> None:
@@ -1197,7 +1189,7 @@ def plot_rehome(result: Mapping[str, Any], path: Path) -> None:
         f"rehoming under contention — preset {result['preset']}, delays x{result['scale']:g}, hot range first "
         f"homed in {result['hot_home']}; black marks: floor"
     )
-    _save(plt, fig, path)
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from movr.lab.state import LabState, state_lock
+from movr.lab.state import LabState, file_lock, state_lock
 from movr.lab.survival import choose_promotion, format_lsn, layout_of, link_target
 
 INTERVAL_S = 0.2
@@ -68,14 +68,8 @@ def record_event(run_dir: Path, kind: str, message: str, **data: Any) -> dict[st
 @contextlib.contextmanager
 def group_operations(run_dir: Path):
     """Serializes failovers (controller) with rejoins and heals (movr lab heal) across processes."""
-    import fcntl
-
-    with open(Path(run_dir) / SURVIVAL_LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(Path(run_dir) / SURVIVAL_LOCK):
+        yield
 
 
 class Controller:

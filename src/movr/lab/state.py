@@ -171,11 +171,16 @@ class LabState:
 
 
 @contextlib.contextmanager
-def state_lock(run_dir: Path) -> Iterator[None]:
-    """An exclusive advisory lock on the lab's state (a separate file: lab.json itself is replaced)."""
-    with open(Path(run_dir) / LOCK_FILE, "a") as handle:
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock held on `path` (created if missing) across processes."""
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def state_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """An exclusive advisory lock on the lab's state (a separate file: lab.json itself is replaced)."""
+    return file_lock(Path(run_dir) / LOCK_FILE)
