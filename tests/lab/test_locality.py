@@ -115,4 +115,6 @@ def test_bench_journey_reports_every_figure_and_where_the_excess_goes(tmp_path):
     )
     idle = figures["machine"]["idle_cost"]
     assert idle["select_busy_ms"] > 0 and idle["select_after_idle_ms"] > 0 and idle["insert_after_idle_ms"] > 0
-    assert figures["ratios"]["rome"]["hybrid/multi"] > 1
+    # The ratio is a timing, so it is checked for consistency with the rows, never for its size (law 2).
+    rome = figures["ratios"]["rome"]
+    assert rome["hybrid/multi"] == pytest.approx(rome["hybrid_avg_sql_ms"] / rome["multi_avg_sql_ms"])
