@@ -34,6 +34,7 @@ from movr.lab.survival import SurvivalOptions, plan_survival
 from movr.placement.spec import SpecError
 from movr.store.regional import DIRECTORY_DDL
 from movr.store.schema import create_schema
+from movr.store.twophase import DECISIONS_DDL
 
 DATABASE = "movr"
 READY_TIMEOUT = 60.0
@@ -148,6 +149,7 @@ def _start_servers(run_dir: Path, plan: LabPlan, preset: Preset, say: Say) -> No
         create_schema(dsn)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(DIRECTORY_DDL)
+            conn.execute(DECISIONS_DDL)
 
 
 def _spawn(

@@ -11,6 +11,7 @@ import contextlib
 import select
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
@@ -25,6 +26,7 @@ from movr.store.transaction import run_transaction
 from movr.store.work import Rows, Statement, Work
 
 ALL_TABLES = (*REGIONAL_TABLES, *GLOBAL_TABLES)
+T = TypeVar("T")
 
 
 class Backend(abc.ABC):
@@ -49,6 +51,9 @@ class Backend(abc.ABC):
 
     def warm(self, timeout: float = 15.0) -> None:  # noqa: B027 - optional for backends without pools
         """Open connections before the first request needs them."""
+
+    def start_housekeeping(self) -> None:  # noqa: B027 - optional for backends that need none
+        """Start what an app server's backend does in the background (stopped by close())."""
 
     @abc.abstractmethod
     def load(self, table: str, rows: Sequence[dict], progress: Callable[[int], None] | None = None) -> None:
@@ -139,14 +144,48 @@ class ServerPool:
         return self._run(action, statements, sql.SQL("PREPARE TRANSACTION {}").format(sql.Literal(gid)))
 
     def _run(self, action: str, statements: Sequence[Statement], finish: str | sql.Composed | None) -> list[Rows]:
-        started = time.perf_counter()
-        try:
+        def round_trip() -> list[Rows]:
             with self._connection() as conn:
                 return run_pipelined(conn, statements, finish)
+
+        return self._timed(action, len(statements), round_trip)
+
+    def execute_deciding(
+        self, action: str, statements: Sequence[Statement], decide: Callable[[list[Rows]], Sequence[Statement] | None]
+    ) -> tuple[list[Rows], bool]:
+        """The decision region's part of a two-phase commit (movr.store.twophase): the statements in an open
+        transaction (one round trip); then `decide` sees their rows and returns the statements that record
+        the decision, committed with them in a second round trip, or None to roll back. Returns the rows
+        and whether it committed. Time spent in `decide` (waiting for the other parts) is not SQL time here.
+        """
+        try:
+            with self._connection() as conn:
+                results = self._timed(
+                    action, len(statements), lambda: run_pipelined(conn, statements, None, begin=True)
+                )
+                try:
+                    decision = decide(results)
+                except BaseException:
+                    with contextlib.suppress(psycopg.Error):  # a broken connection is discarded by the pool
+                        conn.execute("ROLLBACK", prepare=False)
+                    raise
+                if decision is None:
+                    self._timed(action, 0, lambda: conn.execute("ROLLBACK", prepare=False))
+                    return results, False
+                self._timed(action, len(decision), lambda: run_pipelined(conn, decision, "COMMIT", begin=False))
+                return results, True
+        except psycopg.OperationalError as error:  # no connection could be had
+            raise StoreUnavailable(f"the database in {self.region} is not reachable: {error}") from error
+
+    def _timed(self, action: str, statements: int, round_trip: Callable[[], T]) -> T:
+        """One round trip to this server, counted (law 2), with a lost server reported as StoreUnavailable."""
+        started = time.perf_counter()
+        try:
+            return round_trip()
         except psycopg.OperationalError as error:
             raise StoreUnavailable(f"the database in {self.region} is not reachable: {error}") from error
         finally:
-            stats.record(action, len(statements), time.perf_counter() - started, 1 if self.wan else 0, (self.region,))
+            stats.record(action, statements, time.perf_counter() - started, 1 if self.wan else 0, (self.region,))
 
     def commit_prepared(self, gid: str) -> None:
         self._finish_prepared("COMMIT PREPARED {}", gid)
@@ -155,11 +194,12 @@ class ServerPool:
         self._finish_prepared("ROLLBACK PREPARED {}", gid)
 
     def _finish_prepared(self, template: str, gid: str) -> None:
-        started = time.perf_counter()
-        with self._connection() as conn:
-            # One round trip: a statement that names one transaction is not worth preparing.
-            conn.execute(sql.SQL(template).format(sql.Literal(gid)), prepare=False)
-        stats.record("two_phase_commit", 0, time.perf_counter() - started, 1 if self.wan else 0, (self.region,))
+        def round_trip() -> None:
+            with self._connection() as conn:
+                # A statement that names one transaction is not worth preparing.
+                conn.execute(sql.SQL(template).format(sql.Literal(gid)), prepare=False)
+
+        self._timed("two_phase_commit", 0, round_trip)
 
     def copy_rows(self, table: str, rows: Sequence[dict], progress: Callable[[int], None] | None = None) -> None:
         """COPY rows in (one stream, far fewer round trips than INSERTs)."""
@@ -199,19 +239,25 @@ def _closed_by_peer(conn: psycopg.Connection) -> bool:
 
 
 def run_pipelined(
-    conn: psycopg.Connection, statements: Sequence[Statement], finish: str | sql.Composed | None
+    conn: psycopg.Connection,
+    statements: Sequence[Statement],
+    finish: str | sql.Composed | None,
+    *,
+    begin: bool | None = None,
 ) -> list[Rows]:
     """Run statements in one round trip: alone (autocommit: its own transaction, `finish` None), or
-    between BEGIN and `finish` (COMMIT, or PREPARE TRANSACTION for a two-phase commit).
+    between BEGIN and `finish` (COMMIT, or PREPARE TRANSACTION for a two-phase commit). `begin` False
+    continues a transaction already open; `begin` True with no `finish` leaves the new one open.
 
     Always a pipeline: psycopg prepares a statement the first time a connection runs it (server-side
     plans save the parse and plan on every later run), and outside a pipeline that preparation would
     cost a round trip of its own.
     """
+    begin = finish is not None if begin is None else begin
     cursors = []
     try:
         with conn.pipeline():
-            if finish is not None:
+            if begin:
                 conn.execute("BEGIN", prepare=False)
             for statement in statements:
                 cur = conn.cursor()

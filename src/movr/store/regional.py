@@ -7,24 +7,27 @@ How CockroachDB's multi-region features are realized here (ARCHITECTURE.md, "Sem
   first, then on every other region's server at once; the first that finds rows answers.
 - Global UNIQUE (usernames): a `username_directory` row homed on a region chosen by a hash of the name,
   written in the same transaction as the user: on one server when the user's region is the directory's,
-  else by two-phase commit (one parallel PREPARE round, one COMMIT PREPARED round). The directory's
-  primary key makes two sign-ups for one name in two regions race-free: the second waits on the first's
-  prepared row and then fails.
+  else by two-phase commit (one parallel PREPARE round, one COMMIT PREPARED round), whose commit point
+  is a decision row committed with the user (movr.store.twophase), so a coordinator that dies midway
+  leaves nothing that a resolver cannot finish. The directory's primary key makes two sign-ups for one
+  name in two regions race-free: the second waits on the first's row and then fails.
 - GLOBAL tables: written on the primary region's server with `synchronous_commit = remote_apply` to
   logical-replication subscribers in every other region, so reads anywhere are local and fresh.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
-import uuid
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from movr.domain.errors import StoreUnavailable
 from movr.geo import Preset
+from movr.store import twophase
 from movr.store.backend import Backend, ServerPool
 from movr.store.transaction import run_transaction
 from movr.store.work import Rows, Statement, UniqueClaim, Work
@@ -36,7 +39,9 @@ CREATE TABLE IF NOT EXISTS username_directory (
     user_id uuid NOT NULL
 )
 """
-REGIONAL_TABLES_IN_LAB = ("rides", "vehicles", "users", "username_directory")
+REGIONAL_TABLES_IN_LAB = ("rides", "vehicles", "users", "username_directory", twophase.DECISIONS_TABLE)
+
+log = logging.getLogger(__name__)
 
 
 def directory_region(preset: Preset, value: str, regions: Sequence[str] | None = None) -> str:
@@ -100,6 +105,7 @@ class RegionalPostgresBackend(Backend):
         self._global_writer: ServerPool | None = None
         self._global_url = _conninfo(region_urls[preset.primary_region])
         self._pool = ThreadPoolExecutor(max_workers=4 * len(self.servers), thread_name_prefix="movr-regional")
+        self._sweeper: twophase.InDoubtSweeper | None = None
 
     # --- routing ------------------------------------------------------------------------------------
 
@@ -167,27 +173,68 @@ class RegionalPostgresBackend(Backend):
         return self._two_phase(work, user_region, parts)
 
     def _two_phase(self, work: Work, user_region: str, parts: dict[str, list[Statement]]) -> list[Rows]:
-        gid = f"movr-{uuid.uuid4()}"
-        futures = {
-            region: self._submit(self.servers[region].prepare, gid, work.action, stmts)
-            for region, stmts in parts.items()
-        }
-        prepared, failure = [], None
+        """Atomic across servers, with the commit point in the user's region (movr.store.twophase)."""
+        gid = twophase.new_gid(user_region)
+        others = _Participants(
+            {
+                region: self._submit(self.servers[region].prepare, gid, work.action, stmts)
+                for region, stmts in parts.items()
+                if region != user_region
+            }
+        )
+        deciding = False
+
+        def decide(results: list[Rows]) -> list[Statement] | None:
+            nonlocal deciding
+            if others.failure() is not None or (work.commit_if is not None and not work.commit_if(results)):
+                return None
+            deciding = True
+            return [twophase.commit_decision(gid)]
+
+        try:
+            results, committed = self.servers[user_region].execute_deciding(work.action, parts[user_region], decide)
+        except StoreUnavailable:
+            if not deciding:
+                self._finish(others.prepared(), gid, commit=False)
+            # Else the commit's outcome is unknown here: the prepared parts wait for a resolver, which
+            # reads the decision from the user's region once it is reachable.
+            raise
+        except Exception as error:
+            self._finish(others.prepared(), gid, commit=False)  # the server answered: nothing committed
+            if deciding and twophase.is_decision_conflict(error):
+                raise twophase.InDoubtAborted(f"a resolver aborted {gid} while it waited") from error
+            raise
+        self._finish(others.prepared(), gid, commit=committed)
+        failure = others.failure()
+        if failure is not None:
+            raise failure
+        return results[: len(work.statements)]
+
+    def _finish(self, regions: list[str], gid: str, *, commit: bool) -> None:
+        """Phase two on every prepared part, in parallel. A part that cannot be told now is left in doubt:
+        its region's resolver finishes it the same way (the decision is durable, or presumed abort)."""
+        finish = ServerPool.commit_prepared if commit else ServerPool.rollback_prepared
+        futures = {region: self._submit(finish, self.servers[region], gid) for region in regions}
+        unfinished = []
         for region, future in futures.items():
             try:
                 future.result()
-                prepared.append(region)
-            except Exception as error:  # re-raised below, after the prepared parts are rolled back
-                failure = failure or error
-        results = futures[user_region].result() if user_region in prepared else None
-        commit = failure is None and (work.commit_if is None or work.commit_if(results or []))
-        finish = ServerPool.commit_prepared if commit else ServerPool.rollback_prepared
-        for future in [self._submit(finish, self.servers[region], gid) for region in prepared]:
-            future.result()
-        if failure is not None:
-            raise failure
-        assert results is not None
-        return results[: len(work.statements)]
+            except Exception as error:  # logged; a resolver finishes the part
+                unfinished.append(region)
+                log.warning("%s of %s in %s failed, left to its resolver: %s", finish.__name__, gid, region, error)
+        if commit and not unfinished:
+            # Every part committed, so the decision is no longer needed; off the request's path (and
+            # outside its counters: no copied context).
+            with contextlib.suppress(RuntimeError):  # the backend is closing: the row stays, harmless
+                self._pool.submit(self._forget, gid)
+
+    def _forget(self, gid: str) -> None:
+        try:
+            region = twophase.decision_region_of(gid)
+            assert region is not None
+            self.servers[region].execute("forget_decision", [twophase.forget_decision(gid)])
+        except Exception as error:  # a leftover decision row is harmless
+            log.info("decision of %s kept: %s", gid, error)
 
     def _submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         # Each thread records into the same request's counters.
@@ -224,6 +271,12 @@ class RegionalPostgresBackend(Backend):
         for server in self.servers.values():
             server.wait_ready(timeout)
 
+    def start_housekeeping(self) -> None:
+        """Resolve this region's in-doubt two-phase commits in the background (movr.store.twophase)."""
+        if self._sweeper is None:
+            self._sweeper = twophase.InDoubtSweeper(self.servers, self.region)
+            self._sweeper.start()
+
     def ping(self) -> bool:
         try:
             self.servers[self.region].execute("ping", [Statement("SELECT 1")])
@@ -232,6 +285,8 @@ class RegionalPostgresBackend(Backend):
         return True
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
         for server in self.servers.values():
             server.close()
@@ -241,3 +296,29 @@ class RegionalPostgresBackend(Backend):
 
 def _conninfo(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+class _Participants:
+    """The parts of a two-phase commit other than the user's region's: their PREPAREs, awaited once."""
+
+    def __init__(self, futures: dict[str, Future]) -> None:
+        self._futures = futures
+        self._outcome: tuple[list[str], Exception | None] | None = None
+
+    def _settle(self) -> tuple[list[str], Exception | None]:
+        if self._outcome is None:
+            prepared, failure = [], None
+            for region, future in self._futures.items():
+                try:
+                    future.result()
+                    prepared.append(region)
+                except Exception as error:  # reported by failure(), after phase two
+                    failure = failure or error
+            self._outcome = (prepared, failure)
+        return self._outcome
+
+    def prepared(self) -> list[str]:
+        return self._settle()[0]
+
+    def failure(self) -> Exception | None:
+        return self._settle()[1]

@@ -11,6 +11,7 @@ multiprocess mode at a fresh directory (removed on exit), so /metrics adds up al
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -63,6 +64,7 @@ def _gunicorn_app(options: dict[str, Any]):
                 self.cfg.set(key, value)
 
         def load(self):
+            from movr.domain import errors
             from movr.web import current
             from movr.web.app import create_app
 
@@ -74,6 +76,8 @@ def _gunicorn_app(options: dict[str, Any]):
                     current.backend().warm()
                 except Exception as error:  # the app still serves /healthz; /readyz reports the database
                     app.logger.warning("database not reachable at start-up: %s", error)
+                with contextlib.suppress(errors.StoreUnavailable):  # a misconfigured backend: /readyz says so
+                    current.backend().start_housekeeping()
             return app
 
     return MovrServer()
