@@ -51,6 +51,7 @@ from rich.table import Table
 
 from movr import __version__
 from movr.bench.plots import save_figure
+from movr.cli_support import figure_options
 from movr.geo import Preset, load_preset
 
 console = Console()
@@ -826,9 +827,7 @@ def plot_timeline(result: dict[str, Any], path: Path) -> None:
 @click.option("--think-ms", default=50.0, show_default=True, type=click.FloatRange(0, 10_000))
 @click.option("--quick", is_flag=True, help="A short drill: 12 s of load, kill at 4 s, one city per region.")
 @click.option("--keep", is_flag=True, help="Leave the lab running afterwards (stop it with movr lab down).")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every figure here.")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="PNG timeline (default: next to --json).")
-@click.option("--run-dir", type=click.Path(path_type=Path), default=lambda: Path.cwd() / "run" / "failover")
+@figure_options("PNG timeline", run_dir=lambda: Path.cwd() / "run" / "failover")
 def failover_command(
     preset: str,
     survival: str,

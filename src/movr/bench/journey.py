@@ -34,6 +34,7 @@ from rich.table import Table
 
 from movr import __version__
 from movr.bench.plots import save_figure
+from movr.cli_support import figure_options
 from movr.geo import Preset, load_preset
 from movr.lab.layout import TOPOLOGIES
 from movr.lab.state import LabState
@@ -559,9 +560,7 @@ def plot_journey(
 )
 @click.option("--no-super-regions", is_flag=True, help="With --survival: switch the preset's super regions off.")
 @click.option("--repeats", default=5, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write every figure here.")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="PNG bar chart (default: next to --json).")
-@click.option("--run-dir", type=click.Path(path_type=Path), default=lambda: Path.cwd() / "run" / "bench")
+@figure_options("PNG bar chart", run_dir=lambda: Path.cwd() / "run" / "bench")
 def journey_command(
     preset: str,
     scale: float,

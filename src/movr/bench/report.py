@@ -349,10 +349,14 @@ def links_body(data: Mapping[str, Any]) -> list[str]:
     return [intro, table(("ms", "p50", "p90", "p99", "max"), rows)]
 
 
-def _figures_cells(f: Mapping[str, Any] | None) -> list[str]:
+P50_P95_P99 = ("p50_ms", "p95_ms", "p99_ms")
+
+
+def _figures_cells(f: Mapping[str, Any] | None, percentiles: tuple[str, ...] = ("p50_ms", "p99_ms")) -> list[str]:
+    """The percentiles of a latency summary, then its floor's p50 and the p50's ratio to that floor."""
     f = f or {}
     floor = (f.get("floor") or {}).get("p50_ms")
-    return [num(f.get("p50_ms")), num(f.get("p99_ms")), num(floor), ratio(f.get("p50_ms"), floor)]
+    return [*(num(f.get(p)) for p in percentiles), num(floor), ratio(f.get("p50_ms"), floor)]
 
 
 def ycsb_body(data: Mapping[str, Any]) -> list[str]:
@@ -395,18 +399,12 @@ def ycsb_body(data: Mapping[str, Any]) -> list[str]:
 def insert_body(data: Mapping[str, Any]) -> list[str]:
     rows = []
     for cell in data.get("results", []):
-        f = cell.get("insert", {})
         wan = cell.get("round_trips", {}).get("wan_per_op")
-        floor = (f.get("floor") or {}).get("p50_ms")
         rows.append(
             [
                 esc(cell["variant"]),
                 esc(cell["region"]),
-                num(f.get("p50_ms")),
-                num(f.get("p95_ms")),
-                num(f.get("p99_ms")),
-                num(floor),
-                ratio(f.get("p50_ms"), floor),
+                *_figures_cells(cell.get("insert"), P50_P95_P99),
                 f"{cell.get('throughput_ops_s', 0):.0f}",
                 f"{wan:.2f}" if wan is not None else "–",
             ]
@@ -511,8 +509,6 @@ def throughput_body(data: Mapping[str, Any]) -> list[str]:
             continue
         rows = []
         for cell in entry.get("rates", []):
-            latency = cell.get("latency", {})
-            floor = (latency.get("floor") or {}).get("p50_ms")
             cpu = cell.get("cpu", {})
             processes = sorted(cpu.get("processes", []), key=lambda p: -p["cpu_percent"])
             top = ", ".join(f"{esc(p['name'])} {p['cpu_percent']:.0f}" for p in processes[:4])
@@ -522,11 +518,7 @@ def throughput_body(data: Mapping[str, Any]) -> list[str]:
                     num(cell.get("users")),
                     f"{cell.get('achieved_rate', 0):.1f}",
                     pct(cell.get("error_rate")),
-                    num(latency.get("p50_ms")),
-                    num(latency.get("p95_ms")),
-                    num(latency.get("p99_ms")),
-                    num(floor),
-                    ratio(latency.get("p50_ms"), floor),
+                    *_figures_cells(cell.get("latency"), P50_P95_P99),
                     f"{cpu.get('lab_percent', 0):.0f}",
                     f"{cpu.get('rest_of_machine_percent', 0):.0f}",
                     top,
