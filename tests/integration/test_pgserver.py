@@ -14,6 +14,7 @@ from movr.lab.pgserver import (
     running_server,
     stop_stray_servers,
 )
+from movr.lab.supervisor import is_alive
 
 pytestmark = pytest.mark.integration
 
@@ -32,13 +33,6 @@ def postgres_processes(data_dir: Path) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
-
-
-def is_alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_server_runs_postgres_18_on_loopback_only_and_stops(tmp_path: Path) -> None:

@@ -23,11 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from movr.lab.controller import group_operations, record_event
 from movr.lab.state import LabState
-from movr.lab.supervisor import stop_process_tree
+from movr.lab.supervisor import is_alive, stop_process_tree
 from movr.lab.survival import current_primaries, layout_of, link_target, server_index
 
 Say = Callable[[str], None]
@@ -209,19 +207,12 @@ def _heal_app(run_dir: Path, region: str, say: Say) -> list[str]:
         return []
     record = next((p for p in state.processes if p.name == f"app-{region}"), None)
     done = []
-    if record is None or not _alive(record.pid):
+    if record is None or not is_alive(record.pid):
         restart_app_server(run_dir, region)
         say(f"app server for {region} started again")
         done.append(f"app-{region}")
     _balancer_region(state, region, down=False)
     return done
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _heal_servers(run_dir: Path, names: list[str], say: Say) -> list[str]:

@@ -469,6 +469,14 @@ def processes_left(run_dir: Path) -> list[psutil.Process]:
     return found
 
 
+def is_alive(pid: int) -> bool:
+    """Is the process running (a zombie, dead but not yet reaped, is not)?"""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def stop_process_tree(pid: int, timeout: float, first: signal.Signals = signal.SIGTERM) -> bool:
     """Send `first` to a process and its children (SIGTERM: a clean stop; SIGKILL: a crash, for fault drills),
     then SIGKILL what is left after `timeout`. False when the process was already gone."""
