@@ -172,7 +172,7 @@ class InDoubtSweeper:
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=1)  # a sweep blocked on a lost server must not hold up a shutdown
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
