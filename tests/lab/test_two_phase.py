@@ -18,6 +18,7 @@ import pytest
 from movr.domain import errors
 from movr.geo import load_preset
 from movr.lab.state import LabState
+from movr.lab.status import collect_status
 from movr.store import actions, twophase
 from movr.store.regional import RegionalPostgresBackend, claim_statement, directory_region
 from movr.store.work import Statement, UniqueClaim
@@ -83,6 +84,11 @@ def prepared_gids(lab: LabState) -> set[str]:
     return {row[0] for region in lab.plan["servers"] for row in query(lab, region, "SELECT gid FROM pg_prepared_xacts")}
 
 
+def in_doubt_by_region(lab: LabState) -> dict[str, int | None]:
+    """What `movr lab status` reports."""
+    return {server["region"]: server["in_doubt"] for server in collect_status(lab)["servers"]}
+
+
 def sign_up(store: RegionalPostgresBackend, username: str, city: str):
     return actions.register(store, city=city, username=username, password="", password_hash=HASH)
 
@@ -129,10 +135,11 @@ def test_a_part_prepared_by_a_coordinator_that_died_is_rolled_back_and_frees_the
     claim = UniqueClaim("username", name, "rome", str(uuid.uuid4()))
     rome.servers["us-west1"].prepare(gid, "register", [claim_statement(claim)])
     assert gid in prepared_gids(lab)
+    assert in_doubt_by_region(lab)["us-west1"] == 1  # the lab's resolvers leave it alone for IN_DOUBT_AFTER_S
 
     resolved = twophase.resolve_in_doubt(rome.servers, "us-west1", older_than_s=0)
 
-    assert gid not in prepared_gids(lab)
+    assert gid not in prepared_gids(lab) and in_doubt_by_region(lab)["us-west1"] == 0
     # The lab's own resolver may have come first; either way the decision is a recorded abort.
     assert [r for r in resolved if r.gid == gid] in ([], [twophase.Resolution(gid, "us-west1", "abort")])
     assert query(lab, ROME, f"SELECT outcome FROM {twophase.DECISIONS_TABLE} WHERE gid = %(g)s", g=gid) == [("abort",)]

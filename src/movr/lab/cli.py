@@ -142,6 +142,19 @@ def status_command(as_json: bool, run_dir: Path) -> None:
     for p in status["processes"]:
         processes.add_row(p["name"], p["kind"], str(p["pid"]), str(p["port"] or ""), "yes" if p["alive"] else "NO")
     console.print(processes)
+    servers = Table(title="database servers")
+    for column in ("server", "region", "port", "running", "in-doubt 2PC parts"):
+        servers.add_column(column)
+    for server in status["servers"]:
+        in_doubt = server["in_doubt"]
+        servers.add_row(
+            server["name"],
+            server["region"],
+            str(server["port"]),
+            "yes" if server["running"] else "NO",
+            "unreachable" if in_doubt is None else str(in_doubt),
+        )
+    console.print(servers)
     links = Table(title="links (one-way delay each direction)")
     for column in ("link", "kind", "one-way ms", "connections", "round trips", "bytes up", "bytes down"):
         links.add_column(column, justify="right" if column not in ("link", "kind") else "left")

@@ -8,6 +8,7 @@ import urllib.request
 from typing import Any
 
 import psutil
+import psycopg
 
 from movr.lab.state import LabState
 
@@ -32,6 +33,7 @@ def collect_status(state: LabState) -> dict[str, Any]:
                 "port": server["port"],
                 "running": pg.is_running(),
                 "pid": pg.pid,
+                "in_doubt": _in_doubt(state, region),
             }
         )
     return {
@@ -45,6 +47,22 @@ def collect_status(state: LabState) -> dict[str, Any]:
         "balancer": _balancer_status(state),
         **_survival_status(state),
     }
+
+
+def _in_doubt(state: LabState, region: str) -> int | None:
+    """MovR two-phase commit parts prepared on the server that is primary for `region` now (None: not
+    reachable). A few for a moment is normal; parts that stay are what the app servers' resolvers finish."""
+    from movr.store.twophase import GID_PREFIX
+
+    try:
+        with psycopg.connect(state.server_dsn(region), connect_timeout=2, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database() AND starts_with(gid, %s)",
+                (GID_PREFIX,),
+            ).fetchone()
+    except psycopg.Error:
+        return None
+    return int(row[0]) if row else None
 
 
 def _survival_status(state: LabState) -> dict[str, Any]:
