@@ -24,6 +24,9 @@ def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         started.append(run_dir)
         preset = load_preset(preset_name)
         state = lab_up(run_dir, preset, preset_name, topology, LAB_SCALE)
+        # The check made after `lab down` must see every process the lab started, or it proves nothing.
+        seen = {process.pid for process in processes_left(run_dir)}
+        assert {p.pid for p in state.processes} <= seen, "processes_left misses processes of a running lab"
         n = len(preset.cities)
         state.load_sample(generate(preset, users=n * 2, vehicles=n * 2, rides=n, seed=3))
         return state

@@ -37,6 +37,7 @@ from movr.store.schema import create_schema
 from movr.store.twophase import DECISIONS_DDL
 
 DATABASE = "movr"
+RUN_DIR_MARKER = "MOVR_LAB_RUN_DIR"
 READY_TIMEOUT = 60.0
 Say = Callable[[str], None]
 
@@ -162,7 +163,9 @@ def _spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            # The marker lets processes_left find this process and its children by the run directory even
+            # when neither their command line nor their working directory names it (app servers).
+            env={**os.environ, **(env or {}), RUN_DIR_MARKER: str(state.run_dir.resolve())},
             start_new_session=True,  # Ctrl-C reaches us, and we stop children in order
         )
     state.processes.append(ProcessRecord(name, kind, process.pid, str(log_path), port))
@@ -455,14 +458,16 @@ def lab_down(run_dir: Path, timeout: float = 10.0) -> list[str]:
 
 
 def processes_left(run_dir: Path) -> list[psutil.Process]:
-    """Live processes whose command line or working directory names the run directory: after `lab down`
+    """Live processes whose command line or working directory names the run directory, or that the lab
+    started for it (RUN_DIR_MARKER in their environment, inherited by their children): after `lab down`
     (or any command that stood a lab up), the proof that it stopped everything it started."""
     marker = str(Path(run_dir).resolve())
     found = []
-    for process in psutil.process_iter(["cmdline", "cwd"]):
+    for process in psutil.process_iter(["cmdline", "cwd", "environ"]):
         try:
             text = " ".join(process.info["cmdline"] or []) + " " + (process.info["cwd"] or "")
-            if marker in text and process.status() != psutil.STATUS_ZOMBIE:
+            spawned_for_it = (process.info["environ"] or {}).get(RUN_DIR_MARKER) == marker
+            if (marker in text or spawned_for_it) and process.status() != psutil.STATUS_ZOMBIE:
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
