@@ -176,3 +176,22 @@ def test_a_commit_whose_coordinator_died_after_deciding_is_finished_by_the_app_s
     assert directory_entries(lab, name) == 1 and users_named(lab, name) == 1
     with pytest.raises(errors.UsernameTaken):
         sign_up(new_york, name, "new york")
+
+
+def test_removing_an_account_whose_name_lives_in_another_region_is_all_or_nothing(
+    lab: LabState, rome: RegionalPostgresBackend
+) -> None:
+    """The action's own test decides: refused while a ride is open (user and name stay), then done (both go)."""
+    (name,) = names_homed_in("us-west1", "leaver", 1)
+    user = sign_up(rome, name, "rome")
+    vehicle = actions.add_vehicle(rome, city="rome", owner_id=user.id, type="scooter")
+    ride = actions.start_ride(rome, city="rome", rider_id=user.id, rider_city="rome", vehicle_id=vehicle.id)
+
+    with pytest.raises(errors.RideNotEnded):
+        actions.remove_user(rome, city="rome", user_id=user.id, username=name)
+    assert users_named(lab, name) == 1 and directory_entries(lab, name) == 1
+
+    actions.end_ride(rome, city="rome", ride_id=ride.id, rider_id=user.id, location="Colosseo")
+    actions.remove_user(rome, city="rome", user_id=user.id, username=name)
+    assert users_named(lab, name) == 0 and directory_entries(lab, name) == 0
+    assert not any(gid.startswith(twophase.GID_PREFIX) for gid in prepared_gids(lab))
