@@ -52,17 +52,14 @@ def collect_status(state: LabState) -> dict[str, Any]:
 def _in_doubt(state: LabState, region: str) -> int | None:
     """MovR two-phase commit parts prepared on the server that is primary for `region` now (None: not
     reachable). A few for a moment is normal; parts that stay are what the app servers' resolvers finish."""
-    from movr.store.twophase import GID_PREFIX
+    from movr.store.twophase import prepared_parts_statement
 
+    query = prepared_parts_statement(0)
     try:
         with psycopg.connect(state.server_dsn(region), connect_timeout=2, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database() AND starts_with(gid, %s)",
-                (GID_PREFIX,),
-            ).fetchone()
+            return len(conn.execute(query.sql, query.params).fetchall())
     except psycopg.Error:
         return None
-    return int(row[0]) if row else None
 
 
 def _survival_status(state: LabState) -> dict[str, Any]:

@@ -101,19 +101,18 @@ class Resolution:
     """'commit' or 'abort'."""
 
 
+def prepared_parts_statement(older_than_s: float) -> Statement:
+    """MovR's parts prepared on a server for longer than `older_than_s` seconds (0: all of them)."""
+    return Statement(
+        "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()"
+        " AND starts_with(gid, %(prefix)s) AND prepared <= now() - make_interval(secs => %(age)s)"
+        " ORDER BY prepared",
+        {"prefix": GID_PREFIX, "age": older_than_s},
+    )
+
+
 def prepared_parts(server: ServerPool, older_than_s: float) -> list[str]:
-    """MovR's parts prepared on `server` for longer than `older_than_s` seconds."""
-    rows = server.execute(
-        "find_in_doubt",
-        [
-            Statement(
-                "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()"
-                " AND starts_with(gid, %(prefix)s) AND prepared < now() - make_interval(secs => %(age)s)"
-                " ORDER BY prepared",
-                {"prefix": GID_PREFIX, "age": older_than_s},
-            )
-        ],
-    )[0]
+    rows = server.execute("find_in_doubt", [prepared_parts_statement(older_than_s)])[0]
     return [row["gid"] for row in rows]
 
 
