@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from movr import __version__
 from movr.cli_support import CliError, default_run_dir, preset_or_fail
-
-if TYPE_CHECKING:
-    pass
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,6 +109,7 @@ def _register_commands() -> None:
     from movr.bench.ycsb import insert_command, rehome_command, ycsb_command
     from movr.lab.cli import lab_group
     from movr.placement.cli import db_group
+    from movr.web.serve import serve_command
 
     for group, command in (
         (bench_group, links_command),
@@ -125,6 +122,7 @@ def _register_commands() -> None:
         (bench_group, report_command),
         (main, lab_group),
         (main, db_group),
+        (main, serve_command),
     ):
         group.add_command(command)
 

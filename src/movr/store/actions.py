@@ -153,21 +153,6 @@ def get_user(store: Backend, *, city: str, user_id: uuid.UUID | str) -> UserReco
     return _user(rows[0])
 
 
-def find_user(store: Backend, *, user_id: uuid.UUID | str) -> UserRecord:
-    """A user known only by id (e.g. from an API token): locality-optimized search."""
-    rows = _one(
-        store,
-        "find_user",
-        Home.search(),
-        f"SELECT {USER_COLUMNS} FROM users WHERE id = %(id)s",
-        readonly=True,
-        id=rules.check_uuid(user_id, "user id"),
-    )
-    if not rows:
-        raise errors.UnknownUser()
-    return _user(rows[0])
-
-
 def list_users(store: Backend, *, city: str, limit: int = LIST_LIMIT) -> list[UserRecord]:
     city = _city(store, city)
     rows = _one(
