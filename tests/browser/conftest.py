@@ -8,19 +8,15 @@ the browser tests, saying why, only when apt cannot.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
-from movr.lab.ports import free_port
+from servekit import served
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "run" / "artifacts" / "browser"
@@ -81,42 +77,7 @@ def artifacts() -> Path:
 
 @pytest.fixture
 def live_server(store, movr_dsn: str, artifacts: Path) -> Iterator[str]:
-    """`python -m movr.web.serve` (gunicorn, 2 workers) on a free port, on the emptied test database.
-
-    Started in its own session so that stopping it reaches gunicorn's master and workers, and always
-    stopped: SIGTERM (a graceful gunicorn shutdown), then SIGKILL to the group if it lingers.
-    """
-    port = free_port()
-    log_path = artifacts / "server.log"
-    env = {**os.environ, "MOVR_SECRET_KEY": secrets.token_urlsafe(32), "PYTHONUNBUFFERED": "1"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    command = [
-        sys.executable, "-m", "movr.web.serve",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-        "--database-url", movr_dsn, "--region", "us-east1", "--preset", "gcp-3", "--access-log",
-    ]  # fmt: skip
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"movr serve exited with {process.returncode}: {log_path.read_text()[-2000:]}")
-            try:  # the first request waits for a worker to import the app and open its pool
-                if requests.get(base + "/readyz", timeout=10).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"movr serve did not become ready: {log_path.read_text()[-2000:]}")
-            time.sleep(0.2)
+    """`python -m movr.web.serve` (gunicorn, 2 workers) on a free port, on the emptied test database."""
+    command = [sys.executable, "-m", "movr.web.serve"]
+    with served(command, movr_dsn, artifacts / "server.log", extra=["--workers", "2", "--access-log"]) as base:
         yield base
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import requests
 from click.testing import CliRunner
 
 from movr.web.serve import serve_command
+from servekit import served
 
 URL = ["--database-url", "postgresql://movr@127.0.0.1:1/movr"]
 
@@ -54,3 +57,14 @@ def test_importing_serve_does_not_import_prometheus_client():
     # The master must set up multiprocess metrics before prometheus_client is imported anywhere.
     code = "import sys, movr.web.serve; sys.exit('prometheus_client' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_movr_serve_serves_health_and_the_api(store, movr_dsn, tmp_path):
+    """The command the README gives, as a user types it: the `movr` console script, a real gunicorn."""
+    movr = Path(sys.executable).with_name("movr")
+    with served([str(movr), "serve"], movr_dsn, tmp_path / "serve.log", extra=["--workers", "1"]) as base:
+        assert requests.get(base + "/healthz", timeout=10).status_code == 200
+        cities = requests.get(base + "/api/v1/cities", timeout=10)
+        assert cities.status_code == 200 and "new york" in cities.text
+        promos = requests.get(base + "/api/v1/promo-codes", timeout=10)
+        assert promos.status_code == 200 and promos.json()

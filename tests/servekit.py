@@ -1,0 +1,56 @@
+"""Run a real `movr serve` (gunicorn) process for a test: on a free port, ready when /readyz says so, and
+always stopped (SIGTERM for a graceful gunicorn shutdown, then SIGKILL to its session if it lingers)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import requests
+
+from movr.lab.ports import free_port
+
+
+@contextlib.contextmanager
+def served(
+    command: Sequence[str], database_url: str, log_path: Path, *, extra: Sequence[str] = (), ready_timeout: float = 60
+) -> Iterator[str]:
+    """`command` is how to invoke `movr serve` (e.g. [".../bin/movr", "serve"]); yields the base URL."""
+    port = free_port()
+    env = {**os.environ, "MOVR_SECRET_KEY": secrets.token_urlsafe(32), "PYTHONUNBUFFERED": "1"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    argv = [
+        *command, "--host", "127.0.0.1", "--port", str(port),
+        "--database-url", database_url, "--region", "us-east1", "--preset", "gcp-3", *extra,
+    ]  # fmt: skip
+    with log_path.open("w") as log:
+        # Its own session, so that stopping it reaches gunicorn's master and workers.
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"movr serve exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+            with contextlib.suppress(requests.RequestException):  # a worker is still importing the app
+                if requests.get(base + "/readyz", timeout=10).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"movr serve did not become ready: {log_path.read_text()[-2000:]}")
+            time.sleep(0.2)  # polling for readiness, not a stand-in for distance
+        yield base
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
