@@ -23,7 +23,6 @@ import pytest
 
 from movr.domain import errors
 from movr.placement import PlacementSpec, load_spec
-from movr.placement.cockroach import render_statements
 from movr.store import actions, stats
 
 URL = os.environ.get("MOVR_COCKROACH_URL", "")
@@ -51,9 +50,10 @@ def spec() -> PlacementSpec:
 
 @pytest.fixture(scope="module")
 def database_url(spec: PlacementSpec) -> str:
-    from movr.store.cockroach import apply_statements, engine_url
+    from movr.placement.apply import init_cockroach
+    from movr.store.cockroach import engine_url
 
-    apply_statements(URL, render_statements(spec), drop_database=DATABASE)
+    init_cockroach(URL, spec, drop=True)  # what `movr db init --drop` runs: checks the cluster, then applies
     return engine_url(URL).set(database=DATABASE).render_as_string(hide_password=False)
 
 

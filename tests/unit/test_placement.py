@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
+import movr.store.actions
 from movr.geo import Region, load_preset, parse_preset
 from movr.placement import PlacementSpec, SpecError, TablePlacement, load_spec, validate
-from movr.placement.spec import default_tables, settle_small_super_regions
+from movr.placement.spec import (
+    DEFAULT_COCKROACH_VERSION,
+    DEFAULT_COCKROACH_VERSION_AS_OF,
+    REHOMING_REFUSED_BECAUSE,
+    REHOMING_TABLES,
+    default_tables,
+    settle_small_super_regions,
+)
 
 EXAMPLE = Path(str(resources.files("movr.placement") / "specs" / "example.toml"))
 
@@ -57,7 +66,7 @@ def test_defaults_come_from_the_preset():
     ("preset", "template"),
     [
         ("gcp-3", "gcp-{region}"),
-        ("crdb-demo", "gcp-{region}"),
+        ("crdb-demo", "{region}"),  # the names `cockroach demo --global` gives its regions
         ("ycsb-3", "gcp-{region}"),
         ("aws-eu-us", "aws-{region}"),
     ],
@@ -109,9 +118,11 @@ def test_zone_survival_needs_no_explicit_goal():
     assert spec.survival_of("eu-west-3") == "zone"
 
 
-def test_older_target_refuses_and_names_the_rule():
-    with pytest.raises(SpecError, match=r"super region europe has 2 regions.*at least 3 regions"):
-        load_spec("aws-eu-us", survival="region", cockroach_version="25.4")
+def test_the_explicit_zone_goal_does_not_depend_on_the_cockroach_version():
+    # The lab realizes it on any version; the CockroachDB renderer refuses it for a target before v26.3
+    # (tests/unit/test_cockroach_render.py), before any statement.
+    spec = load_spec("aws-eu-us", survival="region", cockroach_version="25.4")
+    assert spec.super_region_survival == {"europe": "zone"} and spec.cockroach_version == "25.4"
 
 
 def test_region_survival_without_super_regions_is_fine():
@@ -188,6 +199,34 @@ def test_table_rules(table, message):
         spec.with_changes(tables={**spec.tables, table.table: table})
 
 
+def test_auto_rehoming_is_not_offered_on_users():
+    spec = load_spec()
+    with pytest.raises(SpecError, match=r"table users: auto-rehoming is not offered here: no action changes a user's"):
+        spec.with_changes(tables={**spec.tables, "users": TablePlacement("users", "regional_by_row", "rehoming")})
+    for table in ("vehicles", "rides"):
+        placement = TablePlacement(table, "regional_by_row", "rehoming")
+        assert spec.with_changes(tables={**spec.tables, table: placement}).tables[table] == placement
+
+
+def test_rehoming_is_offered_where_actions_update_and_no_action_moves_a_user():
+    """Read from the actions' SQL: rehoming fires only on updated tables, and no UPDATE of users changes
+    its home (city); an action that did would be the time to offer rehoming on users again."""
+    source = Path(movr.store.actions.__file__).read_text()
+    updated = set(re.findall(r"\bUPDATE\s+(\w+)\s+SET\b", source))
+    assert updated >= REHOMING_TABLES
+    users_updates = re.findall(r"\bUPDATE\s+users\s+SET\b(.*?)\bWHERE\b", source, re.DOTALL)
+    assigned = {column for body in users_updates for column in re.findall(r"(\w+)\s*=(?!=)", body)}
+    assert "city" not in assigned and "id" not in assigned
+    assert "users" in REHOMING_REFUSED_BECAUSE
+
+
+def test_the_offline_default_target_is_a_released_version():
+    # cockroachdb/docs src/current/_data/versions.csv (snapshot 2026-06-12): v26.2 released 2026-04-27,
+    # v26.3 without a release date.
+    assert DEFAULT_COCKROACH_VERSION == "26.2" and DEFAULT_COCKROACH_VERSION_AS_OF == "2026-06-12"
+    assert load_spec().cockroach_version == "26.2"
+
+
 def test_every_table_needs_a_placement_and_only_known_tables():
     spec = load_spec()
     tables = dict(spec.tables)
@@ -237,6 +276,8 @@ def test_spec_file_sets_tables_and_overrides_win(tmp_path):
 preset = "gcp-3"
 survival = "region"
 [tables.users]
+region_source = "default"
+[tables.rides]
 region_source = "rehoming"
 [tables.vehicles]
 locality = "regional_by_table"
@@ -245,9 +286,9 @@ region = "us-west1"
     )
     spec = load_spec(None, path, survival="zone", primary_region="europe-west1")
     assert spec.survival == "zone" and spec.primary_region == "europe-west1"
-    assert spec.tables["users"] == TablePlacement("users", "regional_by_row", "rehoming")
+    assert spec.tables["users"] == TablePlacement("users", "regional_by_row", "default")
     assert spec.tables["vehicles"] == TablePlacement("vehicles", "regional_by_table", "computed", "us-west1")
-    assert spec.tables["rides"] == TablePlacement("rides", "regional_by_row", "computed")
+    assert spec.tables["rides"] == TablePlacement("rides", "regional_by_row", "rehoming")
 
 
 def test_spec_file_super_regions_replace_the_presets(tmp_path):

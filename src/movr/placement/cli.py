@@ -1,23 +1,31 @@
-"""`movr db`: render the placement spec to CockroachDB DDL, and apply it to a cluster.
+"""`movr db`: render the placement spec to CockroachDB DDL, and create MovR's schema on a database.
 
     movr db render --target cockroach [--spec FILE] [--preset NAME] [--survival zone|region]
-                   [--no-super-regions] [--output FILE]
+                   [--no-super-regions] [--cockroach-version X.Y] [--output FILE]
     movr db init --url cockroachdb://... [--spec FILE] [--preset NAME] [...] [--drop]
+    movr db init --url postgresql://... [--drop]
 
-Bad input (an unknown preset, a spec CockroachDB would refuse) and an unreachable cluster end with
-exit status 2 and one line that says why - never a traceback.
+Bad input (an unknown preset, a spec the target version cannot run, a server that is not CockroachDB,
+a region the cluster lacks) and an unreachable server end with exit status 2 and one line that says
+what to do - never a traceback, and never a half-built database (see movr.placement.apply).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
-from movr.placement.spec import SURVIVALS, PlacementSpec, SpecError, load_spec
+from movr.placement.spec import (
+    DEFAULT_COCKROACH_VERSION,
+    DEFAULT_COCKROACH_VERSION_AS_OF,
+    SURVIVALS,
+    PlacementSpec,
+    SpecError,
+    load_spec,
+)
 
 TARGETS = ("cockroach",)
 
@@ -48,9 +56,8 @@ def spec_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--region-names",
             default=None,
-            help="Cluster region name template, e.g. 'gcp-{region}', or '{region}' for `cockroach demo --global`.",
+            help="Cluster region name template, e.g. 'gcp-{region}' (default per preset; '{region}' for crdb-demo).",
         ),
-        click.option("--cockroach-version", default=None, help="Target CockroachDB version, e.g. 26.3."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -65,7 +72,7 @@ def _spec(
     no_super_regions: bool,
     placement_restricted: bool | None,
     region_names: str | None,
-    cockroach_version: str | None,
+    cockroach_version: str | None = None,
 ) -> PlacementSpec:
     try:
         return load_spec(
@@ -82,43 +89,27 @@ def _spec(
         _fail(str(err))
 
 
-def _with_spec(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the spec options into one `spec` argument."""
-
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> Any:
-        names = (
-            "spec_file",
-            "preset",
-            "survival",
-            "primary_region",
-            "no_super_regions",
-            "placement_restricted",
-            "region_names",
-            "cockroach_version",
-        )
-        spec = _spec(*(kwargs.pop(name) for name in names))
-        return command(spec=spec, **kwargs)
-
-    return wrapper
-
-
 @click.group("db")
 def db_group() -> None:
-    """Render the placement spec to database DDL and apply it."""
+    """Render the placement spec to database DDL and create MovR's schema."""
 
 
 @db_group.command("render")
 @click.option("--target", type=click.Choice(TARGETS), default="cockroach", show_default=True)
 @spec_options
+@click.option(
+    "--cockroach-version",
+    default=None,
+    help=f"Target CockroachDB version, e.g. 25.4 (default: the spec's, else {DEFAULT_COCKROACH_VERSION}, the newest"
+    f" release as of {DEFAULT_COCKROACH_VERSION_AS_OF}).",
+)
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
-@_with_spec
-def render(spec: PlacementSpec, target: str, output: Path | None) -> None:
+def render(target: str, output: Path | None, **options: Any) -> None:
     """Print dbinit.sql for the spec (CockroachDB multi-region DDL)."""
     from movr.placement.cockroach import render_cockroach
 
     try:
-        script = render_cockroach(spec)
+        script = render_cockroach(_spec(**options))
     except SpecError as err:
         _fail(str(err))
     if output is None:
@@ -132,25 +123,54 @@ def render(spec: PlacementSpec, target: str, output: Path | None) -> None:
 
 
 @db_group.command("init")
-@click.option("--url", required=True, envvar="MOVR_DATABASE_URL", help="cockroachdb://user@host:26257/...")
+@click.option(
+    "--url",
+    required=True,
+    envvar="MOVR_DATABASE_URL",
+    help="cockroachdb://USER@HOST:26257/defaultdb (multi-region) or postgresql://USER@HOST/DB (one region).",
+)
 @spec_options
-@click.option("--drop", is_flag=True, help="DROP DATABASE ... CASCADE first (all its data is lost).")
-@_with_spec
-def init(spec: PlacementSpec, url: str, drop: bool) -> None:
-    """Apply dbinit.sql for the spec to a CockroachDB cluster."""
-    from sqlalchemy.exc import SQLAlchemyError
+@click.option(
+    "--drop", is_flag=True, help="Replace the database (CockroachDB) or MovR's tables (PostgreSQL); data is lost."
+)
+def init(url: str, drop: bool, **options: Any) -> None:
+    """Create MovR's schema: the spec's multi-region DDL on CockroachDB, or the tables on a plain PostgreSQL.
 
-    from movr.placement.cockroach import render_statements
-    from movr.store.cockroach import apply_statements, one_line, redact
-    from movr.store.factory import ConfigError
+    On CockroachDB it first asks the cluster its version (and renders for it), its regions and whether
+    the database exists; whatever cannot be done is refused before the first statement.
+    """
+    from movr.placement.apply import InitError, init_cockroach, init_postgres
 
+    scheme = url.split("://", 1)[0] if "://" in url else ""
     try:
-        statements = render_statements(spec)
-        count = apply_statements(url, statements, drop_database=spec.database if drop else None)
-    except SpecError as err:
+        if scheme.startswith("cockroachdb"):
+            spec = _spec(**options)
+            applied = init_cockroach(url, spec, drop=drop)
+            click.echo(
+                f"applied {applied.statements} statements for CockroachDB v{applied.version} (the cluster's"
+                f" version): database {spec.database} at {applied.where}"
+            )
+        elif scheme.startswith("postgres"):
+            _refuse_spec_options(options)
+            created = init_postgres(url, drop=drop)
+            kept = f"; kept {', '.join(created.kept)} (they existed)" if created.kept else ""
+            click.echo(f"created MovR's tables at {created.where}: {', '.join(created.created) or 'none'}{kept}")
+        else:
+            _fail(
+                "expected a cockroachdb:// URL (multi-region CockroachDB) or a postgresql:// URL (plain"
+                f" PostgreSQL), not {scheme + '://' if scheme else repr(url)}"
+            )
+    except InitError as err:
         _fail(str(err))
-    except ConfigError as err:
-        _fail(str(err))
-    except (SQLAlchemyError, OSError) as err:
-        _fail(f"cannot initialize {spec.database} at {redact(url)}: {one_line(err)}")
-    click.echo(f"applied {count} statements: database {spec.database} at {redact(url)}")
+
+
+def _refuse_spec_options(options: dict[str, Any]) -> None:
+    """A plain PostgreSQL is one region: an option that shapes a multi-region database would be ignored."""
+    params = {param.name: param for param in click.get_current_context().command.params}
+    given = [params[name].opts[0] for name, value in options.items() if value not in (None, False)]
+    if given:
+        them = "them" if len(given) > 1 else "it"
+        _fail(
+            f"{', '.join(given)} shape{'' if len(given) > 1 else 's'} a multi-region CockroachDB database;"
+            f" a plain PostgreSQL is one region and gets MovR's tables without {them}: leave {them} out"
+        )

@@ -30,7 +30,12 @@ from movr.placement.spec import PlacementSpec, SpecError, TablePlacement, valida
 # Each URL is the documentation page of the clause rendered next to it.
 DOC_CREATE_DATABASE = "https://www.cockroachlabs.com/docs/stable/create-database"
 DOC_SURVIVAL = "https://www.cockroachlabs.com/docs/stable/multiregion-survival-goals"
-DOC_SUPER_REGION_SURVIVAL = "https://www.cockroachlabs.com/docs/v26.3/multiregion-survival-goals"
+# Per-super-region survival goals are not in CockroachDB's documentation yet (cockroachdb/docs as of
+# 2026-06-12); the pull request that added them states the syntax and the version (v26.3.0).
+DOC_SUPER_REGION_SURVIVAL = "https://github.com/cockroachdb/cockroach/pull/165215"
+# Before v26.2 a super region's zone configs left some replicas unconstrained (fixed in v26.2.0).
+DOC_SUPER_REGION_REPLICA_FIX = "https://github.com/cockroachdb/cockroach/pull/164285"
+SUPER_REGION_REPLICAS_CONFINED_SINCE = (26, 2)
 DOC_ENABLE_SUPER_REGIONS = "https://www.cockroachlabs.com/docs/stable/alter-database#enable-super-regions"
 DOC_ADD_SUPER_REGION = "https://www.cockroachlabs.com/docs/stable/alter-database#add-super-region"
 DOC_PLACEMENT = "https://www.cockroachlabs.com/docs/stable/alter-database#placement"
@@ -46,13 +51,20 @@ REGION_COLUMN = "region"
 CRDB_REGION_COLUMN = "crdb_region"
 REGION_TYPE = "crdb_internal_region"
 
-# The first release that documents each feature; the target version must be at least this.
+# The first release that has each feature; the target version must be at least this.
 FEATURE_SINCE = {
     "multi-region databases": (21, 1),
     "auto-rehoming (ON UPDATE rehome_row())": (21, 2),
     "PLACEMENT RESTRICTED": (21, 2),
     "super regions": (22, 1),
     "per-super-region survival goals": (26, 3),
+}
+# What to do instead when the target lacks a feature (per-super-region goals have their own, below).
+FEATURE_ALTERNATIVES = {
+    "multi-region databases": "upgrade the cluster",
+    "auto-rehoming (ON UPDATE rehome_row())": "use region_source 'computed' or 'default', or upgrade the cluster",
+    "PLACEMENT RESTRICTED": "use --placement-default, or upgrade the cluster",
+    "super regions": "use --no-super-regions, or upgrade the cluster",
 }
 
 _DIALECT = postgresql.dialect()
@@ -144,14 +156,17 @@ def _database_steps(spec: PlacementSpec) -> list[Step]:
             values = ", ".join(_quote(spec.cloud_region(r)) for r in members)
             # https://www.cockroachlabs.com/docs/stable/alter-database#add-super-region
             #   ALTER DATABASE db ADD SUPER REGION "name" VALUES "r1", "r2"
-            steps.append(
-                Step(
-                    f"ALTER DATABASE {db} ADD SUPER REGION {_quote(name)} VALUES {values}",
-                    f"Super region {name}: every replica of rows homed in {', '.join(members)} stays in it"
-                    " (data domiciling).",
-                    DOC_ADD_SUPER_REGION,
+            why = f"Super region {name}: every replica of rows homed in {', '.join(members)} stays in it"
+            why += " (data domiciling)."
+            doc = DOC_ADD_SUPER_REGION
+            if spec.version < SUPER_REGION_REPLICAS_CONFINED_SINCE:
+                why += (
+                    f" Caveat for v{spec.cockroach_version}: before v26.2.0 CockroachDB's super region zone"
+                    " configs left some replicas unconstrained, free to be placed outside the super region"
+                    " (cockroachdb/cockroach#164285); check SHOW ZONE CONFIGURATIONS, or run v26.2+."
                 )
-            )
+                doc = DOC_SUPER_REGION_REPLICA_FIX
+            steps.append(Step(f"ALTER DATABASE {db} ADD SUPER REGION {_quote(name)} VALUES {values}", why, doc))
         for name, goal in spec.super_region_survival.items():
             members = spec.super_regions[name]
             why = f"Super region {name} keeps an explicit {goal} survival goal"
@@ -163,8 +178,8 @@ def _database_steps(spec: PlacementSpec) -> list[Step]:
                 )
             else:
                 why += ", unaffected by later changes of the database goal."
-            # https://www.cockroachlabs.com/docs/v26.3/multiregion-survival-goals (Configure a super region
-            # survival goal): ALTER DATABASE db ALTER SUPER REGION "name" SURVIVE {ZONE|REGION} FAILURE
+            # https://github.com/cockroachdb/cockroach/pull/165215 (v26.3):
+            #   ALTER DATABASE db ALTER SUPER REGION "name" SURVIVE {ZONE|REGION} FAILURE
             steps.append(
                 Step(
                     f"ALTER DATABASE {db} ALTER SUPER REGION {_quote(name)} SURVIVE {goal.upper()} FAILURE",
@@ -320,7 +335,8 @@ def _computed_region_column(spec: PlacementSpec) -> str:
 
 
 def _check_version(spec: PlacementSpec) -> None:
-    """Refuse, naming the rule, a spec the target CockroachDB version cannot run."""
+    """Refuse, in one line naming the feature, the version that has it and the alternatives, a spec the
+    target CockroachDB version cannot run - before any statement is rendered, so none is ever applied."""
     used = ["multi-region databases"]
     if any(p.region_source == "rehoming" and p.locality == "regional_by_row" for p in spec.tables.values()):
         used.append("auto-rehoming (ON UPDATE rehome_row())")
@@ -333,9 +349,34 @@ def _check_version(spec: PlacementSpec) -> None:
     for feature in used:
         since = FEATURE_SINCE[feature]
         if spec.version < since:
-            raise SpecError(
-                f"{feature} need CockroachDB v{since[0]}.{since[1]} or later; the target is v{spec.cockroach_version}"
-            )
+            needs = f"{feature} need CockroachDB v{since[0]}.{since[1]} or later"
+            if feature == "per-super-region survival goals":
+                reason, alternatives = _super_region_survival_alternatives(spec)
+                needs += f" ({reason})"
+            else:
+                alternatives = FEATURE_ALTERNATIVES[feature]
+            raise SpecError(f"{needs}; the target is v{spec.cockroach_version}: {alternatives}")
+
+
+def _super_region_survival_alternatives(spec: PlacementSpec) -> tuple[str, str]:
+    """Why the spec has per-super-region goals, and how to do without them on an older version."""
+    small = [
+        name
+        for name, goal in spec.super_region_survival.items()
+        if spec.survival == "region" and goal == "zone" and len(spec.super_regions[name]) < 3
+    ]
+    if not small:
+        named = ", ".join(spec.super_region_survival)
+        return (
+            f"the spec sets an explicit goal for super region {named}",
+            "drop [super_region_survival] from the spec (super regions then inherit the database goal), or run v26.3+",
+        )
+    described = ", ".join(f"{name} has {len(spec.super_regions[name])}" for name in small)
+    return (
+        f"a super region of fewer than 3 regions cannot inherit SURVIVE REGION FAILURE; {described}",
+        f"add regions to super region {' and '.join(small)} (at least 3), use zone survival (--survival zone),"
+        " drop super regions (--no-super-regions), or run v26.3+",
+    )
 
 
 def _quote(identifier: str) -> str:

@@ -9,9 +9,12 @@ CockroachDB accepts too (law 4: one spec, two backends):
 
 - a REGION survival goal needs at least 3 database regions;
 - a super region whose rows must survive a region failure needs at least 3 regions of its own (its
-  replicas are confined to it); since CockroachDB v26.3 a super region may carry an explicit ZONE goal
-  under a REGION database goal, which is how a two-region super region like `europe` coexists with
-  region survival (https://www.cockroachlabs.com/docs/v26.3/multiregion-survival-goals);
+  replicas are confined to it); a super region may carry an explicit ZONE goal under a REGION database
+  goal, which is how a two-region super region like `europe` coexists with region survival (CockroachDB
+  v26.3+, cockroachdb/cockroach#165215: the CockroachDB renderer refuses it for an older target, the lab
+  realizes it on every version);
+- auto-rehoming (a row moves to the region that updates it) is offered only on the tables whose updates
+  say where the row is used now: `vehicles` and `rides`, not `users`.
 - super regions are disjoint and name database regions only;
 - PLACEMENT RESTRICTED is only available with the ZONE survival goal
   (https://www.cockroachlabs.com/docs/stable/alter-database#placement).
@@ -41,11 +44,14 @@ SURVIVALS: tuple[str, ...] = get_args(Survival)
 
 DEFAULT_PRESET = "gcp-3"
 DEFAULT_DATABASE = "movr"
-# The newest CockroachDB release whose documented syntax the renderer follows. Per-super-region
-# survival goals (ALTER DATABASE ... ALTER SUPER REGION ... SURVIVE ...) arrived in v26.3
-# (cockroachdb/cockroach#165215, https://www.cockroachlabs.com/docs/v26.3/multiregion-survival-goals).
-DEFAULT_COCKROACH_VERSION = "26.3"
-SUPER_REGION_SURVIVAL_SINCE = (26, 3)
+# The offline target: the newest *released* CockroachDB version whose documented syntax the renderer
+# follows. As of cockroachdb/docs src/current/_data/versions.csv and releases.yml (snapshot of
+# 2026-06-12, the newest release data available here): v26.2 GA 2026-04-27 (v26.2.2, 2026-06-05);
+# v26.3 has no release date (v26.3.0-alpha.1 only). `movr db init` does not use this: it asks the
+# cluster. Per-super-region survival goals (ALTER DATABASE ... ALTER SUPER REGION ... SURVIVE ...)
+# arrived in v26.3 (cockroachdb/cockroach#165215), so the default target refuses them.
+DEFAULT_COCKROACH_VERSION = "26.2"
+DEFAULT_COCKROACH_VERSION_AS_OF = "2026-06-12"
 # "at least 3 regions are required for surviving a region failure" - CockroachDB's own words.
 MIN_REGIONS_FOR_REGION_SURVIVAL = 3
 
@@ -54,9 +60,22 @@ MIN_REGIONS_FOR_REGION_SURVIVAL = 3
 # or --region-names overrides it, e.g. "{region}" for `cockroach demo --global`.
 DEFAULT_REGION_NAME_TEMPLATES = {
     "gcp-3": "gcp-{region}",
-    "crdb-demo": "gcp-{region}",
+    # `cockroach demo --global` names its regions us-east1, us-west1, europe-west1: no prefix.
+    "crdb-demo": "{region}",
     "ycsb-3": "gcp-{region}",
     "aws-eu-us": "aws-{region}",
+}
+
+# Auto-rehoming moves a row to the region of the gateway that updates it. It is offered only where the
+# actions' updates say where the row is used now: a ride ended, a vehicle taken or returned (a test reads
+# movr.store.actions to keep this true).
+REHOMING_TABLES = frozenset({"vehicles", "rides"})
+# Why not elsewhere. No action changes a user's home (city); a users row is updated only for log-in
+# bookkeeping (failed attempts, ended sessions), so rehoming would move a user's row to wherever
+# someone last tried to log in as them - an attacker's region included.
+REHOMING_REFUSED_BECAUSE = {
+    "users": "no action changes a user's home, and its only updates (failed log-ins, ended sessions) would"
+    " move the row to wherever someone tried to log in as that user",
 }
 
 # The default layout: rows of a city live in its region; reference data is readable everywhere.
@@ -189,10 +208,6 @@ class PlacementSpec:
     def version(self) -> tuple[int, int]:
         return parse_version(self.cockroach_version)
 
-    @property
-    def supports_super_region_survival(self) -> bool:
-        return self.version >= SUPER_REGION_SURVIVAL_SINCE
-
 
 def parse_version(text: str) -> tuple[int, int]:
     match = _VERSION_RE.fullmatch(str(text).removeprefix("v"))
@@ -282,8 +297,8 @@ def _validate_survival(spec: PlacementSpec) -> None:
                 + ("asks" if explicit else "inherits")
                 + f" survival 'region': all its replicas stay inside it, and surviving a region failure "
                 f"needs at least {MIN_REGIONS_FOR_REGION_SURVIVAL} regions; give it an explicit zone goal "
-                f'([super_region_survival] {name} = "zone", CockroachDB v26.3+), drop super regions '
-                "(--no-super-regions) or survive zone failures"
+                f'([super_region_survival] {name} = "zone", CockroachDB v26.3+), add regions to it, '
+                "drop super regions (--no-super-regions) or survive zone failures"
             )
     goals = {spec.survival, *spec.super_region_survival.values()}
     if spec.placement_restricted and "region" in goals:
@@ -311,6 +326,16 @@ def _validate_tables(spec: PlacementSpec) -> None:
                 raise SpecError(f"table {name}: regional_by_table names unknown region {placement.region!r}")
         elif placement.region is not None:
             raise SpecError(f"table {name}: 'region' applies to regional_by_table only, not {placement.locality}")
+        if (
+            placement.locality == "regional_by_row"
+            and placement.region_source == "rehoming"
+            and name not in REHOMING_TABLES
+        ):
+            because = REHOMING_REFUSED_BECAUSE.get(name, f"no MovR action updates a {name} row, so it would never fire")
+            raise SpecError(
+                f"table {name}: auto-rehoming is not offered here: {because}; use region_source 'computed'"
+                " (home by city) or 'default' (home where inserted)"
+            )
         if (
             placement.locality == "regional_by_row"
             and placement.region_source == "computed"
@@ -342,9 +367,10 @@ def load_spec(
     the preset's (and the file's) super regions off.
 
     A REGION survival goal with a super region of fewer than 3 regions is settled the way CockroachDB
-    allows: when the target version supports per-super-region goals (v26.3+) and the spec does not
-    name that super region's goal, it gets an explicit ZONE goal (its rows survive zone failures,
-    every other row survives region failures). On an older target the validator refuses, naming the rule.
+    allows: when the spec does not name that super region's goal, it gets an explicit ZONE goal (its
+    rows survive zone failures, every other row survives region failures). The lab realizes that on any
+    version; CockroachDB needs v26.3+, which the renderer checks against its target (an older target is
+    refused there, before any statement, with the alternatives).
     """
     data: dict[str, Any] = {}
     source = "defaults"
@@ -385,8 +411,8 @@ def load_spec(
 
 
 def settle_small_super_regions(spec: PlacementSpec) -> PlacementSpec:
-    """Give super regions too small for a REGION goal an explicit ZONE goal, where the target allows it."""
-    if spec.survival != "region" or not spec.supports_super_region_survival:
+    """Give super regions too small for a REGION goal an explicit ZONE goal (CockroachDB v26.3+)."""
+    if spec.survival != "region":
         return spec
     goals = dict(spec.super_region_survival)
     for name, members in spec.super_regions.items():

@@ -20,7 +20,7 @@ ALTER DATABASE movr ADD SUPER REGION "europe" VALUES "aws-eu-central-1", "aws-eu
 -- Super region europe keeps an explicit zone survival goal: with 2 regions it cannot survive a region failure
 -- (CockroachDB: a super region with fewer than 3 regions cannot inherit a REGION survival goal), so its rows
 -- survive zone failures while every other row survives region failures.
--- https://www.cockroachlabs.com/docs/v26.3/multiregion-survival-goals
+-- https://github.com/cockroachdb/cockroach/pull/165215
 ALTER DATABASE movr ALTER SUPER REGION "europe" SURVIVE ZONE FAILURE;
 
 -- Survive the loss of a region: 5 replicas, a quorum of 3 spread over regions; writes pay a round trip to the
@@ -56,6 +56,10 @@ CREATE TABLE users (
     last_name VARCHAR(64) NOT NULL,
     email VARCHAR(254) NOT NULL,
     created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+    session_epoch INTEGER DEFAULT 0 NOT NULL,
+    ended_sessions BIGINT[] DEFAULT '{}' NOT NULL,
+    failed_logins INTEGER DEFAULT 0 NOT NULL,
+    failed_since TIMESTAMP WITH TIME ZONE,
     region crdb_internal_region AS (
         CASE
             WHEN city IN ('stockholm', 'copenhagen', 'helsinki', 'oslo', 'riga', 'tallinn') THEN 'aws-eu-central-1'
@@ -68,7 +72,8 @@ CREATE TABLE users (
             ELSE 'aws-eu-central-1'
         END
     ) STORED NOT NULL,
-    PRIMARY KEY (city, id)
+    PRIMARY KEY (city, id),
+    CONSTRAINT users_username_lower_check CHECK (username = lower(username))
 ) LOCALITY REGIONAL BY ROW AS region;
 
 -- Index users_username_key: CockroachDB partitions it by the row's region too; its uniqueness still holds across

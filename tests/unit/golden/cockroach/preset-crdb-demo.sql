@@ -1,13 +1,13 @@
 -- MovR dbinit.sql for CockroachDB, rendered by `movr db render --target cockroach`.
 -- Spec: defaults; preset crdb-demo; primary region us-east1;
 --   survival zone; super regions none; placement default.
--- Target: CockroachDB v26.3. Cluster region names: gcp-{region} (each node's --locality region=...).
+-- Target: CockroachDB v26.2. Cluster region names: {region} (each node's --locality region=...).
 -- Apply with `movr db init --url cockroachdb://...` or `cockroach sql --url ... -f dbinit.sql`
 -- (one session: the SET statements below hold for the statements after them).
 
 -- The database and its regions; every table of a multi-region database is homed in them.
 -- https://www.cockroachlabs.com/docs/stable/create-database
-CREATE DATABASE movr PRIMARY REGION "gcp-us-east1" REGIONS "gcp-us-west1", "gcp-europe-west1";
+CREATE DATABASE movr PRIMARY REGION "us-east1" REGIONS "us-west1", "europe-west1";
 
 -- Survive the loss of a zone: 3 voting replicas in each row's home region (the default, stated).
 -- https://www.cockroachlabs.com/docs/stable/multiregion-survival-goals
@@ -41,15 +41,20 @@ CREATE TABLE users (
     last_name VARCHAR(64) NOT NULL,
     email VARCHAR(254) NOT NULL,
     created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+    session_epoch INTEGER DEFAULT 0 NOT NULL,
+    ended_sessions BIGINT[] DEFAULT '{}' NOT NULL,
+    failed_logins INTEGER DEFAULT 0 NOT NULL,
+    failed_since TIMESTAMP WITH TIME ZONE,
     region crdb_internal_region AS (
         CASE
-            WHEN city IN ('new york', 'boston', 'washington dc') THEN 'gcp-us-east1'
-            WHEN city IN ('seattle', 'san francisco', 'los angeles') THEN 'gcp-us-west1'
-            WHEN city IN ('amsterdam', 'paris', 'rome') THEN 'gcp-europe-west1'
-            ELSE 'gcp-us-east1'
+            WHEN city IN ('new york', 'boston', 'washington dc') THEN 'us-east1'
+            WHEN city IN ('seattle', 'san francisco', 'los angeles') THEN 'us-west1'
+            WHEN city IN ('amsterdam', 'paris', 'rome') THEN 'europe-west1'
+            ELSE 'us-east1'
         END
     ) STORED NOT NULL,
-    PRIMARY KEY (city, id)
+    PRIMARY KEY (city, id),
+    CONSTRAINT users_username_lower_check CHECK (username = lower(username))
 ) LOCALITY REGIONAL BY ROW AS region;
 
 -- Index users_username_key: CockroachDB partitions it by the row's region too; its uniqueness still holds across
@@ -73,10 +78,10 @@ CREATE TABLE rides (
     promo_code VARCHAR(32),
     region crdb_internal_region AS (
         CASE
-            WHEN city IN ('new york', 'boston', 'washington dc') THEN 'gcp-us-east1'
-            WHEN city IN ('seattle', 'san francisco', 'los angeles') THEN 'gcp-us-west1'
-            WHEN city IN ('amsterdam', 'paris', 'rome') THEN 'gcp-europe-west1'
-            ELSE 'gcp-us-east1'
+            WHEN city IN ('new york', 'boston', 'washington dc') THEN 'us-east1'
+            WHEN city IN ('seattle', 'san francisco', 'los angeles') THEN 'us-west1'
+            WHEN city IN ('amsterdam', 'paris', 'rome') THEN 'europe-west1'
+            ELSE 'us-east1'
         END
     ) STORED NOT NULL,
     PRIMARY KEY (city, id),
@@ -115,10 +120,10 @@ CREATE TABLE vehicles (
     brand VARCHAR(64) NOT NULL,
     region crdb_internal_region AS (
         CASE
-            WHEN city IN ('new york', 'boston', 'washington dc') THEN 'gcp-us-east1'
-            WHEN city IN ('seattle', 'san francisco', 'los angeles') THEN 'gcp-us-west1'
-            WHEN city IN ('amsterdam', 'paris', 'rome') THEN 'gcp-europe-west1'
-            ELSE 'gcp-us-east1'
+            WHEN city IN ('new york', 'boston', 'washington dc') THEN 'us-east1'
+            WHEN city IN ('seattle', 'san francisco', 'los angeles') THEN 'us-west1'
+            WHEN city IN ('amsterdam', 'paris', 'rome') THEN 'europe-west1'
+            ELSE 'us-east1'
         END
     ) STORED NOT NULL,
     PRIMARY KEY (city, id),

@@ -1,7 +1,7 @@
 -- MovR dbinit.sql for CockroachDB, rendered by `movr db render --target cockroach`.
 -- Spec: defaults; preset gcp-3; primary region us-east1;
 --   survival zone; super regions none; placement default.
--- Target: CockroachDB v26.3. Cluster region names: gcp-{region} (each node's --locality region=...).
+-- Target: CockroachDB v26.2. Cluster region names: gcp-{region} (each node's --locality region=...).
 -- Apply with `movr db init --url cockroachdb://...` or `cockroach sql --url ... -f dbinit.sql`
 -- (one session: the SET statements below hold for the statements after them).
 
@@ -41,6 +41,10 @@ CREATE TABLE users (
     last_name VARCHAR(64) NOT NULL,
     email VARCHAR(254) NOT NULL,
     created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+    session_epoch INTEGER DEFAULT 0 NOT NULL,
+    ended_sessions BIGINT[] DEFAULT '{}' NOT NULL,
+    failed_logins INTEGER DEFAULT 0 NOT NULL,
+    failed_since TIMESTAMP WITH TIME ZONE,
     region crdb_internal_region AS (
         CASE
             WHEN city IN ('new york', 'boston', 'washington dc') THEN 'gcp-us-east1'
@@ -49,7 +53,8 @@ CREATE TABLE users (
             ELSE 'gcp-us-east1'
         END
     ) STORED NOT NULL,
-    PRIMARY KEY (city, id)
+    PRIMARY KEY (city, id),
+    CONSTRAINT users_username_lower_check CHECK (username = lower(username))
 ) LOCALITY REGIONAL BY ROW AS region;
 
 -- Index users_username_key: CockroachDB partitions it by the row's region too; its uniqueness still holds across

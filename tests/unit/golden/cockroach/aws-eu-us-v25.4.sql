@@ -1,13 +1,24 @@
 -- MovR dbinit.sql for CockroachDB, rendered by `movr db render --target cockroach`.
--- Spec: defaults; preset crdb-demo; primary region us-east1;
---   survival zone; super regions none; placement default.
--- Target: CockroachDB v26.3. Cluster region names: {region} (each node's --locality region=...).
+-- Spec: defaults; preset aws-eu-us; primary region eu-central-1;
+--   survival zone; super regions europe = eu-central-1 + eu-west-3; placement default.
+-- Target: CockroachDB v25.4. Cluster region names: aws-{region} (each node's --locality region=...).
 -- Apply with `movr db init --url cockroachdb://...` or `cockroach sql --url ... -f dbinit.sql`
 -- (one session: the SET statements below hold for the statements after them).
 
 -- The database and its regions; every table of a multi-region database is homed in them.
 -- https://www.cockroachlabs.com/docs/stable/create-database
-CREATE DATABASE movr PRIMARY REGION "us-east1" REGIONS "us-west1", "europe-west1";
+CREATE DATABASE movr PRIMARY REGION "aws-eu-central-1" REGIONS "aws-eu-west-3", "aws-us-east-2";
+
+-- Super regions are a preview feature: enable them for this session.
+-- https://www.cockroachlabs.com/docs/stable/alter-database#enable-super-regions
+SET enable_super_regions = 'on';
+
+-- Super region europe: every replica of rows homed in eu-central-1, eu-west-3 stays in it (data domiciling).
+-- Caveat for v25.4: before v26.2.0 CockroachDB's super region zone configs left some replicas unconstrained,
+-- free to be placed outside the super region (cockroachdb/cockroach#164285); check SHOW ZONE CONFIGURATIONS, or
+-- run v26.2+.
+-- https://github.com/cockroachdb/cockroach/pull/164285
+ALTER DATABASE movr ADD SUPER REGION "europe" VALUES "aws-eu-central-1", "aws-eu-west-3";
 
 -- Survive the loss of a zone: 3 voting replicas in each row's home region (the default, stated).
 -- https://www.cockroachlabs.com/docs/stable/multiregion-survival-goals
@@ -41,15 +52,24 @@ CREATE TABLE users (
     last_name VARCHAR(64) NOT NULL,
     email VARCHAR(254) NOT NULL,
     created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+    session_epoch INTEGER DEFAULT 0 NOT NULL,
+    ended_sessions BIGINT[] DEFAULT '{}' NOT NULL,
+    failed_logins INTEGER DEFAULT 0 NOT NULL,
+    failed_since TIMESTAMP WITH TIME ZONE,
     region crdb_internal_region AS (
         CASE
-            WHEN city IN ('new york', 'boston', 'washington dc') THEN 'us-east1'
-            WHEN city IN ('seattle', 'san francisco', 'los angeles') THEN 'us-west1'
-            WHEN city IN ('amsterdam', 'paris', 'rome') THEN 'europe-west1'
-            ELSE 'us-east1'
+            WHEN city IN ('stockholm', 'copenhagen', 'helsinki', 'oslo', 'riga', 'tallinn') THEN 'aws-eu-central-1'
+            WHEN city IN ('dublin', 'belfast', 'london', 'liverpool', 'manchester', 'glasgow', 'birmingham', 'leeds',
+                          'madrid', 'barcelona', 'sintra', 'rome', 'milan', 'lyon', 'lisbon', 'toulouse', 'paris',
+                          'cologne', 'seville', 'marseille', 'naples', 'turin', 'valencia', 'palermo') THEN 'aws-eu-west-3'
+            WHEN city IN ('new york', 'boston', 'washington dc', 'miami', 'charlotte', 'atlanta', 'chicago', 'st louis',
+                          'indianapolis', 'nashville', 'dallas', 'houston', 'san francisco', 'los angeles', 'san diego',
+                          'portland', 'las vegas', 'salt lake city') THEN 'aws-us-east-2'
+            ELSE 'aws-eu-central-1'
         END
     ) STORED NOT NULL,
-    PRIMARY KEY (city, id)
+    PRIMARY KEY (city, id),
+    CONSTRAINT users_username_lower_check CHECK (username = lower(username))
 ) LOCALITY REGIONAL BY ROW AS region;
 
 -- Index users_username_key: CockroachDB partitions it by the row's region too; its uniqueness still holds across
@@ -73,10 +93,14 @@ CREATE TABLE rides (
     promo_code VARCHAR(32),
     region crdb_internal_region AS (
         CASE
-            WHEN city IN ('new york', 'boston', 'washington dc') THEN 'us-east1'
-            WHEN city IN ('seattle', 'san francisco', 'los angeles') THEN 'us-west1'
-            WHEN city IN ('amsterdam', 'paris', 'rome') THEN 'europe-west1'
-            ELSE 'us-east1'
+            WHEN city IN ('stockholm', 'copenhagen', 'helsinki', 'oslo', 'riga', 'tallinn') THEN 'aws-eu-central-1'
+            WHEN city IN ('dublin', 'belfast', 'london', 'liverpool', 'manchester', 'glasgow', 'birmingham', 'leeds',
+                          'madrid', 'barcelona', 'sintra', 'rome', 'milan', 'lyon', 'lisbon', 'toulouse', 'paris',
+                          'cologne', 'seville', 'marseille', 'naples', 'turin', 'valencia', 'palermo') THEN 'aws-eu-west-3'
+            WHEN city IN ('new york', 'boston', 'washington dc', 'miami', 'charlotte', 'atlanta', 'chicago', 'st louis',
+                          'indianapolis', 'nashville', 'dallas', 'houston', 'san francisco', 'los angeles', 'san diego',
+                          'portland', 'las vegas', 'salt lake city') THEN 'aws-us-east-2'
+            ELSE 'aws-eu-central-1'
         END
     ) STORED NOT NULL,
     PRIMARY KEY (city, id),
@@ -115,10 +139,14 @@ CREATE TABLE vehicles (
     brand VARCHAR(64) NOT NULL,
     region crdb_internal_region AS (
         CASE
-            WHEN city IN ('new york', 'boston', 'washington dc') THEN 'us-east1'
-            WHEN city IN ('seattle', 'san francisco', 'los angeles') THEN 'us-west1'
-            WHEN city IN ('amsterdam', 'paris', 'rome') THEN 'europe-west1'
-            ELSE 'us-east1'
+            WHEN city IN ('stockholm', 'copenhagen', 'helsinki', 'oslo', 'riga', 'tallinn') THEN 'aws-eu-central-1'
+            WHEN city IN ('dublin', 'belfast', 'london', 'liverpool', 'manchester', 'glasgow', 'birmingham', 'leeds',
+                          'madrid', 'barcelona', 'sintra', 'rome', 'milan', 'lyon', 'lisbon', 'toulouse', 'paris',
+                          'cologne', 'seville', 'marseille', 'naples', 'turin', 'valencia', 'palermo') THEN 'aws-eu-west-3'
+            WHEN city IN ('new york', 'boston', 'washington dc', 'miami', 'charlotte', 'atlanta', 'chicago', 'st louis',
+                          'indianapolis', 'nashville', 'dallas', 'houston', 'san francisco', 'los angeles', 'san diego',
+                          'portland', 'las vegas', 'salt lake city') THEN 'aws-us-east-2'
+            ELSE 'aws-eu-central-1'
         END
     ) STORED NOT NULL,
     PRIMARY KEY (city, id),
