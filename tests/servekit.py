@@ -9,7 +9,7 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -30,22 +30,39 @@ def served(
         *command, "--host", "127.0.0.1", "--port", str(port),
         "--database-url", database_url, "--region", "us-east1", "--preset", "gcp-3", *extra,
     ]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    with running(argv, env, log_path, base, ready_timeout=ready_timeout):
+        yield base
+
+
+@contextlib.contextmanager
+def running(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    log_path: Path,
+    base: str,
+    *,
+    cwd: Path | None = None,
+    ready_timeout: float = 60,
+) -> Iterator[None]:
+    """Run a server command until the block ends; ready when `base`/readyz answers 200."""
     with log_path.open("w") as log:
         # Its own session, so that stopping it reaches gunicorn's master and workers.
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+        process = subprocess.Popen(
+            list(argv), env=dict(env), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + ready_timeout
         while True:
             if process.poll() is not None:
-                pytest.fail(f"movr serve exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+                pytest.fail(f"{argv[0]} exited with {process.returncode}: {log_path.read_text()[-2000:]}")
             with contextlib.suppress(requests.RequestException):  # a worker is still importing the app
                 if requests.get(base + "/readyz", timeout=10).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                pytest.fail(f"movr serve did not become ready: {log_path.read_text()[-2000:]}")
+                pytest.fail(f"{argv[0]} did not become ready: {log_path.read_text()[-2000:]}")
             time.sleep(0.2)  # polling for readiness, not a stand-in for distance
-        yield base
+        yield
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

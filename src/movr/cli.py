@@ -107,6 +107,7 @@ def _register_commands() -> None:
     from movr.bench.report import report_command
     from movr.bench.throughput import throughput_command
     from movr.bench.ycsb import insert_command, rehome_command, ycsb_command
+    from movr.deploy.cli import deploy_group
     from movr.lab.cli import lab_group
     from movr.placement.cli import db_group
     from movr.web.serve import serve_command
@@ -123,6 +124,7 @@ def _register_commands() -> None:
         (main, lab_group),
         (main, db_group),
         (main, serve_command),
+        (main, deploy_group),
     ):
         group.add_command(command)
 

@@ -64,7 +64,7 @@ def spec_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _spec(
+def spec_from_options(
     spec_file: Path | None,
     preset: str | None,
     survival: str | None,
@@ -109,7 +109,7 @@ def render(target: str, output: Path | None, **options: Any) -> None:
     from movr.placement.cockroach import render_cockroach
 
     try:
-        script = render_cockroach(_spec(**options))
+        script = render_cockroach(spec_from_options(**options))
     except SpecError as err:
         _fail(str(err))
     if output is None:
@@ -144,7 +144,7 @@ def init(url: str, drop: bool, **options: Any) -> None:
     scheme = url.split("://", 1)[0] if "://" in url else ""
     try:
         if scheme.startswith("cockroachdb"):
-            spec = _spec(**options)
+            spec = spec_from_options(**options)
             applied = init_cockroach(url, spec, drop=drop)
             click.echo(
                 f"applied {applied.statements} statements for CockroachDB v{applied.version} (the cluster's"
