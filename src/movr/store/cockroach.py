@@ -18,31 +18,45 @@ So the `Home` of a piece of work needs no routing:
 - `claims`/`releases` unique indexes of REGIONAL BY ROW tables are enforced across every region by
                    the database (uniqueness checks), so there is nothing to claim by hand.
 
-Every piece of work is one transaction through `sqlalchemy_cockroachdb.run_transaction`, which retries
-CockroachDB's serialization restarts (SQLSTATE 40001). Optional follower reads (`follower_reads=True`)
-serve read-only work about a city homed in another region from the nearest replica, as of
-`follower_read_timestamp()` (about 4.8 s ago); see `follower_read_statement` for exactly when.
+Round trips (law 5; counted by tests/integration/test_cockroach_round_trips.py):
+
+- a single statement (every Work the actions hand over is one) runs in autocommit as an *implicit
+  transaction*: one round trip to the gateway, and CockroachDB retries it on the server by itself when it can
+  (https://www.cockroachlabs.com/docs/stable/transactions#automatic-retries). A 40001 that still reaches
+  the client is retried here, bounded and with backoff (`movr.store.transaction.run_transaction`);
+- work of several statements keeps the client-side retry loop of `sqlalchemy_cockroachdb.run_transaction`
+  (BEGIN, SAVEPOINT cockroach_restart, the statements, RELEASE, COMMIT);
+- no pre-ping: an idle connection that the gateway closed is noticed on checkout by a local look at its
+  socket (`closed_by_peer`, the lab's check too) and replaced before anything is sent on it.
+
+SQLSTATE 40003 (the result is ambiguous: the commit may or may not have happened) is never retried; it
+becomes `ResultAmbiguous`. Optional follower reads (`follower_reads=True`) serve read-only work about a
+city homed in another region from the nearest replica, as of `follower_read_timestamp()`; see
+`follower_read_statement` for exactly when.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import psycopg
 import sqlalchemy_cockroachdb
-from sqlalchemy import create_engine
+from psycopg.rows import dict_row
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, SQLAlchemyError
+from sqlalchemy.pool import ConnectionPoolEntry
 
-from movr.domain.errors import RetriesExhausted, StoreUnavailable
+from movr.domain.errors import ResultAmbiguous, RetriesExhausted, StoreUnavailable
 from movr.domain.models import Base
 from movr.geo import Preset
 from movr.store import stats
-from movr.store.backend import ALL_TABLES, Backend
+from movr.store.backend import ALL_TABLES, Backend, closed_by_peer, run_pipelined, session_options
 from movr.store.factory import ConfigError
-from movr.store.transaction import sqlstate_of
+from movr.store.transaction import run_transaction, sqlstate_of
 from movr.store.work import Rows, Statement, Work
 
 log = logging.getLogger(__name__)
@@ -64,6 +78,8 @@ _ACCEPTED_DRIVERS = {"cockroachdb", "cockroachdb+psycopg", "postgresql", "postgr
 _CLOUD_PREFIXES = ("gcp-", "aws-", "azure-")
 # Connection-level failures: the gateway is down or unreachable, not the statement's fault.
 _UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+# "statement completion unknown": CockroachDB lost track of whether the commit happened.
+AMBIGUOUS_SQLSTATE = "40003"
 
 
 def engine_url(url: str | URL) -> URL:
@@ -120,6 +136,19 @@ def is_unavailable(error: BaseException) -> bool:
     return isinstance(inner, psycopg.OperationalError | psycopg.InterfaceError)
 
 
+def _replace_if_closed_by_peer(
+    dbapi_connection: psycopg.Connection, record: ConnectionPoolEntry, proxy: object
+) -> None:
+    """Pool checkout hook: a connection the gateway closed while idle is reconnected, never used.
+
+    SQLAlchemy answers a DisconnectionError raised here by reconnecting the pool entry and checking
+    again. Nothing was sent on the old connection, so this is safe for a write too, and unlike
+    `pool_pre_ping` (a `SELECT 1` per checkout) it costs no round trip.
+    """
+    if closed_by_peer(dbapi_connection):
+        raise DisconnectionError("the gateway closed this idle connection")
+
+
 def _execute(conn: Connection, statements: Sequence[Statement]) -> list[Rows]:
     """Run the statements in order on `conn`; rows of each as dicts (psycopg %(name)s placeholders pass through)."""
     results: list[Rows] = []
@@ -154,9 +183,16 @@ class CockroachBackend(Backend):
             self.url,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
-            connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": f"movr-{preset_region}"},
+            connect_args={
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "application_name": f"movr-{preset_region}",
+                # statement_timeout, lock_timeout and idle_in_transaction_session_timeout, as on the lab's
+                # servers: CockroachDB accepts `-c name=value` session variables in `options` too. Options
+                # the URL gives (e.g. --cluster=<routing id>) are kept: connect_args would replace them.
+                "options": session_options(str(self.url.query.get("options") or "") or None),
+            },
         )
+        event.listen(self.engine, "checkout", _replace_if_closed_by_peer)
 
     # --- running work ------------------------------------------------------------------------------
 
@@ -167,7 +203,7 @@ class CockroachBackend(Backend):
         region: there the nearest (non-voting) replica saves a WAN round trip, and a few seconds of
         staleness is acceptable (browsing another city's vehicles or rides). Never for:
         - work about this region's cities: the leaseholder is local already, staleness would buy nothing;
-        - `Home.search` (log in, find a user by id): a user who has just signed up must be found;
+        - `Home.search` (log in by username): a user who has just signed up must be found;
         - `Home.local` (GLOBAL tables): they already serve fresh reads locally;
         - any write.
         """
@@ -180,18 +216,16 @@ class CockroachBackend(Backend):
         return FOLLOWER_READ_SQL if home != self.region else None
 
     def run(self, work: Work) -> list[Rows]:
-        started = time.perf_counter()
         try:
             follower = self.follower_read_statement(work)
             if follower is not None:
-                return self._run_follower_read(follower, work.statements)
-            return sqlalchemy_cockroachdb.run_transaction(
-                self.engine,
-                lambda conn: _execute(conn, work.statements),
-                max_retries=MAX_RETRIES,
-                max_backoff=MAX_BACKOFF_SECONDS,
-            )
-        except SQLAlchemyError as error:
+                return self._run_follower_read(work, follower)
+            if len(work.statements) == 1:
+                return self._run_implicit(work)
+            return self._run_explicit(work)
+        except (SQLAlchemyError, psycopg.Error) as error:
+            if sqlstate_of(error) == AMBIGUOUS_SQLSTATE:
+                raise ResultAmbiguous() from error
             if sqlstate_of(error) == "40001":
                 raise RetriesExhausted(
                     f"gave up after {MAX_RETRIES} retries: CockroachDB kept restarting the transaction"
@@ -201,28 +235,102 @@ class CockroachBackend(Backend):
                     f"the CockroachDB gateway for {self.region} is not reachable: {one_line(error)}"
                 ) from error
             raise
-        finally:
-            # The gateway is in this region: the app itself crosses no WAN link. What the database does
-            # across regions (uniqueness checks, GLOBAL writes, region survival quorums) is not visible here.
-            stats.record(work.action, len(work.statements), time.perf_counter() - started, 0, (self.region,))
 
-    def _run_follower_read(self, follower_sql: str, statements: Sequence[Statement]) -> list[Rows]:
-        # Exactly the documented shape: BEGIN; SET TRANSACTION AS OF SYSTEM TIME ...; SELECT ...; COMMIT.
-        # A read at a fixed past timestamp conflicts with no writer, so there is no restart to retry.
-        with self.engine.connect() as conn, conn.begin():
-            conn.exec_driver_sql(follower_sql)
-            return _execute(conn, statements)
+    def _record(self, work: Work, statements: int, started: float) -> None:
+        # The gateway is in this region: the app itself crosses no WAN link. What the database does
+        # across regions (uniqueness checks, GLOBAL writes, region survival quorums) is not visible here.
+        stats.record(work.action, statements, time.perf_counter() - started, 0, (self.region,))
+
+    def _run_implicit(self, work: Work) -> list[Rows]:
+        """One statement, one round trip: an implicit transaction, retried by the gateway itself.
+
+        CockroachDB retries it on the server while the result has not been sent yet; a 40001 that still
+        reaches us aborted the statement (nothing committed), so sending it again is safe.
+        """
+
+        def attempt() -> list[Rows]:
+            started = time.perf_counter()
+            try:
+                return self._round_trip(work.statements)
+            finally:
+                self._record(work, len(work.statements), started)
+
+        return run_transaction(attempt, max_attempts=MAX_RETRIES, max_delay=MAX_BACKOFF_SECONDS)
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection (checked on checkout, see `_replace_if_closed_by_peer`) in autocommit with
+        rows as dicts, handed back as SQLAlchemy expects it, or dropped if it broke."""
+        pooled = self.engine.raw_connection()
+        conn: psycopg.Connection = pooled.driver_connection
+        row_factory = conn.row_factory
+        try:
+            conn.autocommit = True
+            conn.row_factory = dict_row
+            yield conn
+        finally:
+            if conn.broken or conn.closed:
+                pooled.invalidate()  # returned, never handed out again: the pool opens a fresh one when needed
+            else:
+                try:
+                    # Back to what SQLAlchemy expects of a pooled connection (its own queries, load, truncate).
+                    conn.autocommit = False
+                    conn.row_factory = row_factory
+                finally:
+                    pooled.close()
+
+    def _round_trip(self, statements: Sequence[Statement], finish: str | None = None) -> list[Rows]:
+        """One round trip: a lone statement as an implicit transaction, or statements between BEGIN and
+        `finish` in one pipeline (`run_pipelined`, as the lab's servers run them).
+
+        A lone statement is sent unprepared: libpq writes Parse, Bind, Execute and Sync at once and the
+        gateway answers once. Preparing it (psycopg does on a statement's fifth run) would cost a round
+        trip of its own outside a pipeline, and CockroachDB's query plan cache keeps the plan anyway.
+        """
+        with self._connection() as conn:
+            if finish is None and len(statements) == 1:
+                with conn.cursor() as cur:
+                    cur.execute(statements[0].sql, statements[0].params, prepare=False)
+                    return [cur.fetchall() if cur.description else []]
+            return run_pipelined(conn, statements, finish)
+
+    def _run_explicit(self, work: Work) -> list[Rows]:
+        """Several statements: one transaction with CockroachDB's client-side retry protocol."""
+        attempts = 0
+
+        def attempt(conn: Connection) -> list[Rows]:
+            nonlocal attempts
+            attempts += 1
+            return _execute(conn, work.statements)
+
+        started = time.perf_counter()
+        try:
+            return sqlalchemy_cockroachdb.run_transaction(
+                self.engine, attempt, max_retries=MAX_RETRIES, max_backoff=MAX_BACKOFF_SECONDS
+            )
+        finally:
+            self._record(work, len(work.statements) * attempts, started)
+
+    def _run_follower_read(self, work: Work, follower_sql: str) -> list[Rows]:
+        # Exactly the documented shape, BEGIN; SET TRANSACTION AS OF SYSTEM TIME ...; SELECT ...; COMMIT,
+        # sent as one pipeline: one round trip. A read at a fixed past timestamp conflicts with no writer,
+        # so there is no restart to retry.
+        started = time.perf_counter()
+        try:
+            return self._round_trip([Statement(follower_sql), *work.statements], "COMMIT")[1:]
+        finally:
+            self._record(work, len(work.statements), started)
 
     # --- administration ------------------------------------------------------------------------------
 
     def gateway_region(self) -> str:
-        with self.engine.connect() as conn:
-            return str(conn.exec_driver_sql("SELECT gateway_region()").scalar_one())
+        (rows,) = self._round_trip([Statement("SELECT gateway_region() AS region")])
+        return str(rows[0]["region"])
 
     def ping(self) -> bool:
         try:
             gateway = self.gateway_region()
-        except SQLAlchemyError:
+        except (SQLAlchemyError, psycopg.Error):
             return False
         expected = self.cluster_region
         if (expected and gateway != expected) or (not expected and not gateway.endswith(self.region)):
@@ -267,21 +375,4 @@ class CockroachBackend(Backend):
         self.engine.dispose()
 
 
-def apply_statements(url: str, statements: Sequence[str], *, drop_database: str | None = None) -> int:
-    """Run dbinit statements in order on one session (its SET statements hold for what follows).
-
-    Connects to `defaultdb`: the database the script creates does not exist yet. Returns the count run.
-    """
-    target = engine_url(url).set(database="defaultdb")
-    engine = create_engine(
-        target, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS}
-    )
-    try:
-        with engine.connect() as conn:
-            if drop_database:
-                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {drop_database} CASCADE")
-            for statement in statements:
-                conn.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
-    return len(statements)
+# Applying dbinit.sql (check the cluster first, then all or nothing) lives in movr.placement.apply.
