@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import psutil
@@ -11,12 +12,19 @@ import pytest
 from movr.lab.pgserver import (
     PostgresServer,
     PostgresStartError,
+    read_password,
     running_server,
     stop_stray_servers,
 )
-from movr.lab.supervisor import is_alive
 
 pytestmark = pytest.mark.integration
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def postgres_processes(data_dir: Path) -> list[psutil.Process]:
@@ -49,7 +57,9 @@ def test_server_runs_postgres_18_on_loopback_only_and_stops(tmp_path: Path) -> N
         # Not just configured: the postmaster's listening TCP sockets are all on 127.0.0.1.
         listening = [c for c in psutil.Process(pid).net_connections("inet") if c.status == psutil.CONN_LISTEN]
         assert listening and {c.laddr.ip for c in listening} == {"127.0.0.1"}
-        assert server.url("movr") == f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/movr"
+        assert server.url("movr") == (
+            f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/movr?passfile={server.base_dir}/pgpass"
+        )
 
         server.stop()
         assert server.pid is None and not server.is_running()
@@ -129,3 +139,42 @@ def test_stop_stray_servers_finds_servers_left_by_a_crashed_starter(tmp_path: Pa
     assert postgres_processes(left.data_dir) == []
     assert left.pid is None
     assert stop_stray_servers(tmp_path / "run") == []
+
+
+def test_tcp_needs_the_password_and_only_the_passfile_holds_it(tmp_path: Path) -> None:
+    with running_server(tmp_path / "pg") as server:
+        tcp = {"host": "127.0.0.1", "port": server.port, "user": "postgres", "dbname": "postgres"}
+        # No password (and no passfile): refused, as is a wrong one; a local user is no longer a superuser.
+        empty = tmp_path / "empty-passfile"
+        empty.touch(mode=0o600)
+        with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+            psycopg.connect(**tcp, passfile=str(empty), connect_timeout=5)
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(**tcp, password="postgres", connect_timeout=5)
+        # The passfile's password is the one: the connection string names the file, never the password.
+        password = read_password(server.passfile)
+        assert password not in server.dsn() and "passfile=" in server.dsn()
+        with psycopg.connect(**tcp, password=password) as conn:
+            # system_user: how this session authenticated (NULL under trust).
+            assert conn.execute("SELECT system_user").fetchone() == ("scram-sha-256:postgres",)
+            assert conn.execute("SHOW unix_socket_permissions").fetchone() == ("0700",)
+        # Private: the passfile 0600, the server's folder (which holds its trusting Unix socket) 0700.
+        assert stat.S_IMODE(server.passfile.stat().st_mode) == 0o600
+        assert stat.S_IMODE(server.base_dir.stat().st_mode) == 0o700
+
+
+def test_a_cluster_made_without_a_password_gets_the_passfiles(tmp_path: Path) -> None:
+    server = PostgresServer("old", tmp_path / "old")
+    server.init()
+    # As a cluster made before servers had passwords: its superuser has none, and it has no passfile.
+    server.start()
+    server.psql("ALTER ROLE postgres PASSWORD NULL")
+    server.stop()
+    server.passfile.unlink()
+    server.init()
+    assert server.passfile.exists()
+    try:
+        server.start()
+        assert server.psql("SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'postgres'") == "t"
+    finally:
+        server.stop()

@@ -10,6 +10,7 @@ from labkit import LAB_SCALE
 
 from movr.bench.journey import STEPS, run_journey
 from movr.geo import load_preset
+from movr.lab import control
 from movr.lab.links import fetch_counters
 from movr.lab.supervisor import processes_left
 from movr.store.regional import directory_region
@@ -25,8 +26,7 @@ def username_homed_in(region: str, prefix: str) -> str:
 
 
 def balancer_status(state) -> dict:
-    with urllib.request.urlopen(f"{state.balancer_url}/_balancer/status", timeout=5) as response:
-        return json.loads(response.read())
+    return control.call(f"{state.balancer_url}/_balancer/status", state.control_token)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_signup_with_a_remote_username_directory_costs_two_wan_round_trips(multi
 
 
 def test_global_promo_codes_are_read_locally_in_every_region(multi):
-    before = fetch_counters(multi.links_control_port)
+    before = fetch_counters(multi.links_control_port, token=multi.control_token)
     for city in ("rome", "seattle", "boston"):
         with urllib.request.urlopen(
             urllib.request.Request(f"{multi.balancer_url}/api/v1/promo-codes", headers={"X-Client-City": city}),
@@ -69,7 +69,7 @@ def test_global_promo_codes_are_read_locally_in_every_region(multi):
             codes = json.loads(response.read())
             assert response.headers["X-Movr-Wan-Round-Trips"] == "0"
         assert "WELCOME10" in json.dumps(codes)
-    after = fetch_counters(multi.links_control_port)
+    after = fetch_counters(multi.links_control_port, token=multi.control_token)
     wan = [n for n in after if n.startswith("app:") and after[n]["round_trips"] != before.get(n, {}).get("round_trips")]
     assert all(n.split("->")[1].startswith(n.split(":")[1].split("->")[0]) for n in wan)
 

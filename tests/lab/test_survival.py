@@ -136,7 +136,9 @@ def test_a_partition_cuts_links_but_is_no_failover_and_writes_still_reach_a_quor
     down = partition(run_dir, "eu-west-3", "us-east-2")
     try:
         assert "standby:eu-west-3->us-east-2-a" in down and "app:us-east-2->eu-west-3-a" in down
-        links = {link["name"]: link for link in fetch_links(domiciled.links_control_port)}
+        links = {
+            link["name"]: link for link in fetch_links(domiciled.links_control_port, token=domiciled.control_token)
+        }
         assert links["standby:eu-west-3->us-east-2-a"]["down"] and not links["app:us-east-2->us-east-2-a"]["down"]
         # Boston's commits wait for its standby in eu-central-1 now; the journey completes.
         state = LabState.read(run_dir)
@@ -145,5 +147,5 @@ def test_a_partition_cuts_links_but_is_no_failover_and_writes_still_reach_a_quor
         assert LabState.read(run_dir).survival.get("failovers", []) == []
     finally:
         heal(run_dir, ["eu-west-3", "us-east-2"])
-    links = {link["name"]: link for link in fetch_links(domiciled.links_control_port)}
+    links = {link["name"]: link for link in fetch_links(domiciled.links_control_port, token=domiciled.control_token)}
     assert not any(link["down"] for link in links.values())

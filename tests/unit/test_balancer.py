@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +22,7 @@ from aiohttp_apps import serving
 from multidict import CIMultiDict
 
 from movr.geo import Preset
+from movr.lab import control
 from movr.lab.balancer import (
     BALANCER_KEY,
     Balancer,
@@ -32,6 +35,8 @@ from movr.lab.balancer import (
 from movr.lab.links_access import AccessLinkCounters, carry
 
 ALL = ["us-east1", "us-west1", "europe-west1"]
+TOKEN = control.new_token()
+CONTROL = {control.TOKEN_HEADER: TOKEN}
 
 
 # --- pure decisions -----------------------------------------------------------------------------------------
@@ -146,14 +151,14 @@ async def _end_to_end(preset: Preset) -> None:
             "apps": {"europe-west1": eu_url, "us-east1": us_url},
             "default_city": None,
         }
-        server = TestServer(build_app(config))
+        server = TestServer(build_app(config, TOKEN))
         await server.start_server()
         balancer = server.app[BALANCER_KEY]
         jar = aiohttp.DummyCookieJar()  # send only the cookies each request names
         async with aiohttp.ClientSession(cookie_jar=jar) as client:
 
             async def status() -> dict:
-                async with client.get(server.make_url("/_balancer/status")) as resp:
+                async with client.get(server.make_url("/_balancer/status"), headers=CONTROL) as resp:
                     return await resp.json()
 
             # From Rome: Europe serves, with the location headers added and the client RTT carried.
@@ -190,7 +195,8 @@ async def _end_to_end(preset: Preset) -> None:
             assert us_seen[-1].headers["X-Client-Geo-Location"] == "us-east1,new york"
 
             # A failure drill: Europe forced out, Rome is rerouted to the next nearest region.
-            async with client.post(server.make_url("/_balancer/regions/europe-west1"), json={"down": True}) as resp:
+            drill = server.make_url("/_balancer/regions/europe-west1")
+            async with client.post(drill, json={"down": True}, headers=CONTROL) as resp:
                 assert resp.status == 200
             async with client.get(server.make_url("/"), headers={"X-Client-City": "rome"}) as resp:
                 assert resp.headers["X-Movr-Balancer-Region"] == "us-east1"
@@ -198,12 +204,14 @@ async def _end_to_end(preset: Preset) -> None:
             assert state["topology"] == "multi" and state["preset"] == "gcp-3" and state["scale"] == 1.0
             assert state["regions"]["europe-west1"]["forced_down"] is True
             assert state["regions"]["us-east1"]["client_round_trips"] == 2
-            async with client.post(server.make_url("/_balancer/regions/europe-west1"), json={"down": False}):
+            async with client.post(drill, json={"down": False}, headers=CONTROL):
                 pass
-            async with client.post(server.make_url("/_balancer/regions/mars-1"), json={"down": True}) as resp:
+            mars = server.make_url("/_balancer/regions/mars-1")
+            async with client.post(mars, json={"down": True}, headers=CONTROL) as resp:
                 assert resp.status == 404
+                assert (await resp.json())["error"]["code"] == "not_found"
 
-            async with client.post(server.make_url("/_balancer/reset")) as resp:
+            async with client.post(server.make_url("/_balancer/reset"), json={}, headers=CONTROL) as resp:
                 assert all(r["requests"] == 0 for r in (await resp.json())["regions"].values())
 
             # Europe's app dies: the request in flight gets a 502 and Europe leaves the rotation at once.
@@ -218,7 +226,9 @@ async def _end_to_end(preset: Preset) -> None:
             assert (await status())["regions"]["europe-west1"]["healthy"] is False
 
             # Nothing left in rotation: 503.
-            async with client.post(server.make_url("/_balancer/regions/us-east1"), json={"down": True}):
+            async with client.post(
+                server.make_url("/_balancer/regions/us-east1"), json={"down": True}, headers=CONTROL
+            ):
                 pass
             async with client.get(server.make_url("/"), headers={"Accept": "application/json"}) as resp:
                 assert resp.status == 503
@@ -229,6 +239,66 @@ async def _end_to_end(preset: Preset) -> None:
 
 def test_end_to_end_through_two_apps(preset: Preset):
     asyncio.run(_end_to_end(preset))
+
+
+async def _control_refusals() -> None:
+    seen: list[web.Request] = []
+    async with fake_app("europe-west1", seen) as (url, _):
+        server = TestServer(build_app({"preset": "gcp-3", "apps": {"europe-west1": url}}, TOKEN))
+        await server.start_server()
+        balancer = server.app[BALANCER_KEY]
+        drill = server.make_url("/_balancer/regions/europe-west1")
+        down = json.dumps({"down": True})
+        async with aiohttp.ClientSession() as client:
+
+            async def answer(method: str, target, headers: dict[str, str], data: str | None = None) -> tuple:
+                """(status, error code) of a refusal, in the app's error shape; (status, None) otherwise."""
+                async with client.request(method, target, headers=headers, data=data) as resp:
+                    body = await resp.json()
+                if resp.status < 400:
+                    return resp.status, None
+                assert set(body) == {"error"} and body["error"]["message"], body
+                return resp.status, body["error"]["code"]
+
+            # What a web page can send cross-site without a preflight: a text/plain POST, no token.
+            page = {"Content-Type": "text/plain", "Origin": "https://evil.example"}
+            assert await answer("POST", drill, page, down) == (401, "unauthorized")
+            # A wrong token, and the right one without JSON, are refused too; reads need the token as well.
+            wrong = {control.TOKEN_HEADER: TOKEN[:-1] + "x", "Content-Type": "application/json"}
+            assert await answer("POST", drill, wrong, down) == (403, "forbidden")
+            plain = {**CONTROL, "Content-Type": "text/plain"}
+            assert await answer("POST", drill, plain, down) == (415, "unsupported_media_type")
+            assert await answer("GET", server.make_url("/_balancer/status"), {}) == (401, "unauthorized")
+            assert await answer("POST", server.make_url("/_balancer/reset"), {}, "{}") == (401, "unauthorized")
+            assert balancer.regions_in_rotation() == ["europe-west1"]  # nothing changed
+            # The lab's token is the balancer's alone: a request carrying it reaches the app without it.
+            async with client.get(server.make_url("/x"), headers={**CONTROL, "X-Client-City": "rome"}) as resp:
+                assert resp.status == 200
+            assert control.TOKEN_HEADER not in seen[-1].headers
+            # With the token and JSON, the drill goes through.
+            json_headers = {**CONTROL, "Content-Type": "application/json"}
+            assert await answer("POST", drill, json_headers, down) == (200, None)
+            assert balancer.regions_in_rotation() == []
+        await server.close()
+
+
+def test_control_endpoints_want_the_token_and_json_and_a_page_cannot_take_a_region_down():
+    asyncio.run(_control_refusals())
+
+
+def test_balancer_process_refuses_to_start_without_a_token(tmp_path: Path):
+    config = tmp_path / "balancer.json"
+    config.write_text(json.dumps({"preset": "gcp-3", "apps": {"us-west1": "http://127.0.0.1:1"}}))
+    env = {k: v for k, v in os.environ.items() if k != control.TOKEN_ENV}
+    result = subprocess.run(
+        [sys.executable, "-m", "movr.lab.balancer", "--config", str(config), "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert control.TOKEN_ENV in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 # --- the process --------------------------------------------------------------------------------------------
@@ -250,6 +320,7 @@ async def _process(config_path: Path) -> None:
             "0",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, control.TOKEN_ENV: TOKEN},  # the environment, never the command line
         )
         try:
             assert proc.stdout is not None

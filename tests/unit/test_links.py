@@ -15,6 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import psutil
 import pytest
 
 from movr.bench.links import measure_link_fidelity
+from movr.lab import control
 from movr.lab.links import (
     LinkSpec,
     LinkThread,
@@ -216,30 +219,33 @@ def test_specs_validate_and_round_trip(tmp_path: Path) -> None:
 def test_link_server_process_reports_counters_and_stops_on_sigterm(echo_port: int, tmp_path: Path) -> None:
     spec_path = tmp_path / "links.json"
     dump_specs([LinkSpec("a-b", 0, echo_port, 1.0, "wan", "a", "b")], spec_path)
+    token = control.new_token()
     process = subprocess.Popen(
         [sys.executable, "-m", "movr.lab.links", "--spec", str(spec_path), "--control-port", "0"],
         stdout=subprocess.PIPE,
+        env={**os.environ, control.TOKEN_ENV: token},  # the environment, never the command line
         text=True,
     )
     try:
         assert process.stdout is not None
         ready = json.loads(process.stdout.readline())
         assert ready["event"] == "ready"
-        control, port = ready["control_port"], ready["links"]["a-b"]
+        control_port = ready["control_port"]
+        port = ready["links"]["a-b"]
         with _connect(port) as sock:
             _exchange(sock)
             _exchange(sock)
-            counters = fetch_counters(control)["a-b"]
+            counters = fetch_counters(control_port, token=token)["a-b"]
             assert counters["round_trips"] == 2
             assert counters["connections_current"] == 1
-        (link,) = fetch_links(control)
+        (link,) = fetch_links(control_port, token=token)
         assert link["name"] == "a-b" and link["listen_port"] == port and link["down"] is False
-        assert post_link(control, "a-b", one_way_ms=5.0)["one_way_ms"] == 5.0
-        assert post_link(control, "a-b", down=True)["down"] is True
+        assert post_link(control_port, "a-b", token=token, one_way_ms=5.0)["one_way_ms"] == 5.0
+        assert post_link(control_port, "a-b", token=token, down=True)["down"] is True
         with pytest.raises(ConnectionRefusedError):
             _connect(port)
-        reset_counters(control)
-        assert fetch_counters(control)["a-b"]["round_trips"] == 0
+        reset_counters(control_port, token=token)
+        assert fetch_counters(control_port, token=token)["a-b"]["round_trips"] == 0
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:
@@ -260,3 +266,50 @@ def test_measure_link_fidelity_smoke() -> None:
     assert result["received"] == 40
     assert result["rtt"]["min_ms"] >= 4.0  # a link is never faster than its delay
     assert result["settings"]["one_way_ms"] == 2.0
+
+
+def _refusal(url: str, headers: dict[str, str], body: bytes | None) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST" if body is not None else "GET")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    error = json.loads(refused.value.read())["error"]
+    assert error["message"]
+    return refused.value.code, error["code"]
+
+
+def test_link_control_wants_the_token_and_json(echo_port: int, tmp_path: Path) -> None:
+    spec_path = tmp_path / "links.json"
+    dump_specs([LinkSpec("a-b", 0, echo_port, 1.0, "wan", "a", "b")], spec_path)
+    command = [sys.executable, "-m", "movr.lab.links", "--spec", str(spec_path), "--control-port", "0"]
+    without = {k: v for k, v in os.environ.items() if k != control.TOKEN_ENV}
+    refused = subprocess.run(command, env=without, capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 2 and control.TOKEN_ENV in refused.stderr  # never unguarded
+
+    token = control.new_token()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, env={**without, control.TOKEN_ENV: token}, text=True)
+    try:
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline())
+        base = f"http://127.0.0.1:{ready['control_port']}"
+        down = json.dumps({"down": True}).encode()
+        # A cross-site form a web page could send (text/plain, no token): refused, the link stays up.
+        page = {"Content-Type": "text/plain", "Origin": "https://evil.example"}
+        assert _refusal(f"{base}/links/a-b", page, down) == (401, "unauthorized")
+        wrong = {control.TOKEN_HEADER: "x" * 43, "Content-Type": "application/json"}
+        assert _refusal(f"{base}/links/a-b", wrong, down) == (403, "forbidden")
+        plain = {control.TOKEN_HEADER: token, "Content-Type": "text/plain"}
+        assert _refusal(f"{base}/links/a-b", plain, down) == (415, "unsupported_media_type")
+        assert _refusal(f"{base}/reset", {"Content-Type": "application/json"}, b"{}") == (401, "unauthorized")
+        assert _refusal(f"{base}/links", {}, None) == (401, "unauthorized")
+        assert fetch_links(ready["control_port"], token=token)[0]["down"] is False
+        with _connect(ready["links"]["a-b"]) as sock:
+            _exchange(sock)
+        # Errors of the API itself come in the same shape.
+        json_headers = {control.TOKEN_HEADER: token, "Content-Type": "application/json"}
+        assert _refusal(f"{base}/links/nope", json_headers, down) == (404, "not_found")
+        assert _refusal(f"{base}/links/a-b", json_headers, b"{}") == (400, "bad_request")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()

@@ -41,8 +41,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from movr import __version__
 from movr.geo import Preset, load_preset
+from movr.lab import control
 from movr.lab.links import LinkSpec, dump_specs, fetch_counters, run_links_in_thread
-from movr.lab.pgserver import LAB_DEFAULTS, PostgresServer, stop_stray_servers
+from movr.lab.pgserver import LAB_DEFAULTS, PostgresServer, conninfo, stop_stray_servers
 from movr.lab.ports import free_port
 from movr.store.backend import ServerPool
 from movr.store.work import Rows, Statement
@@ -561,12 +562,14 @@ class _LinkProcess:
         spec_path = run_dir / "links.json"
         dump_specs(specs, spec_path)
         log_path = run_dir / "logs" / "links.log"
+        self.token = control.new_token()  # the control API's token, handed over in the environment
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "movr.lab.links", "--spec", str(spec_path), "--control-port", "0"],
                 stdout=subprocess.PIPE,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, control.TOKEN_ENV: self.token},
                 text=True,
                 start_new_session=True,  # Ctrl-C reaches us only; we stop it in order
             )
@@ -587,7 +590,7 @@ class _LinkProcess:
         return self.ports[name]
 
     def counters(self) -> dict[str, dict[str, int]]:
-        return fetch_counters(self.control_port)
+        return fetch_counters(self.control_port, token=self.token)
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -633,7 +636,9 @@ class BenchLab:
     def client_dsn(self, client_region: str, server_region: str) -> str:
         assert self.links is not None
         port = self.links.port(link_name(client_region, server_region))
-        return f"host=127.0.0.1 port={port} user=postgres dbname={DATABASE}"
+        passfile = self.servers[server_region].passfile
+        assert passfile is not None
+        return conninfo(port, passfile, DATABASE)
 
     def direct_dsn(self, region: str) -> str:
         """Straight to the server, past the links: loading and checking data, never measuring."""

@@ -601,8 +601,7 @@ def _median(values: list[float]) -> float | None:
 def _dsn(state: Any, name: str) -> str:
     from movr.lab.survival import server_index
 
-    port = server_index(state)[name]["port"]
-    return f"host=127.0.0.1 port={port} user=postgres dbname={state.database} connect_timeout=5"
+    return state.dsn(server_index(state)[name]["port"], connect_timeout=5)
 
 
 def _primary_conns(state: Any) -> dict[str, psycopg.Connection]:
@@ -716,7 +715,9 @@ def _wait_replicas(run_dir: Path, timeout: float = 60.0) -> None:
     for group, primary in current_primaries(state).items():
         for name in layout["groups"][group]["members"]:
             if name != primary:
-                wait_caught_up(layout["servers"][name]["port"], layout["servers"][primary]["port"], timeout)
+                wait_caught_up(
+                    layout["servers"][name]["port"], layout["servers"][primary]["port"], state.passfile, timeout
+                )
 
 
 # --- report ------------------------------------------------------------------------------------------------

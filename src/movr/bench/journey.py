@@ -251,11 +251,11 @@ def run_journey(state: LabState, preset: Preset, city: str, scale: float, userna
     wan_links = wan_app_links(state.plan)
     try:
         for step, call in journey_steps(client, username):
-            before = fetch_counters(state.links_control_port)
+            before = fetch_counters(state.links_control_port, token=state.control_token)
             started = time.perf_counter()
             response = call()
             client_ms = (time.perf_counter() - started) * 1000
-            after = fetch_counters(state.links_control_port)
+            after = fetch_counters(state.links_control_port, token=state.control_token)
             headers = response.headers
             served_by = headers.get("X-Movr-Region", "")
             statements = int(headers.get("X-Movr-Statements", 0))

@@ -37,6 +37,7 @@ from typing import Any
 import click
 import psutil
 
+from movr.lab import control
 from movr.lab.links import (
     RECEIVE_ANCILLARY_SIZE,
     LinkSpec,
@@ -165,9 +166,11 @@ class _LinkProcess:
         self._dir = tempfile.TemporaryDirectory(prefix="movr-bench-links-")
         spec_path = Path(self._dir.name) / "links.json"
         dump_specs([spec], spec_path)
+        self._token = control.new_token()  # the control API's token, handed over in the environment
         self._process = subprocess.Popen(
             [sys.executable, "-m", "movr.lab.links", "--spec", str(spec_path), "--control-port", "0"],
             stdout=subprocess.PIPE,
+            env={**os.environ, control.TOKEN_ENV: self._token},
             text=True,
         )
         try:
@@ -180,7 +183,7 @@ class _LinkProcess:
         self.precise_timer: bool = info["precise_timer"]
 
     def counters(self, name: str) -> dict[str, int]:
-        return fetch_counters(self.control_port)[name]
+        return fetch_counters(self.control_port, token=self._token)[name]
 
     def cpu_seconds(self) -> float | None:
         """CPU time the link process has used so far: what carrying this load costs."""

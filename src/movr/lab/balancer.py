@@ -20,10 +20,11 @@ Config (JSON)::
      "apps": {"us-east1": "http://127.0.0.1:8001", ...},   # region -> app server base URL
      "default_city": null}                # optional city for clients that say nothing
 
-Run as a process: ``python -m movr.lab.balancer --config FILE.json --port N`` (127.0.0.1 only; port 0: any).
-On start it prints one JSON line ``{"event": "ready", "port": N}`` to stdout; it exits cleanly on SIGTERM or
-SIGINT. Control API (never delayed, never forwarded): ``GET /_balancer/status``,
-``POST /_balancer/regions/{region}`` with ``{"down": true|false}`` (failure drills), ``POST /_balancer/reset``.
+Run as a process: ``MOVR_LAB_TOKEN=... python -m movr.lab.balancer --config FILE.json --port N`` (127.0.0.1
+only; port 0: any). On start it prints one JSON line ``{"event": "ready", "port": N}`` to stdout; it exits
+cleanly on SIGTERM or SIGINT. Control API (never delayed, never forwarded; only with the lab's token, see
+``movr.lab.control``): ``GET /_balancer/status``, ``POST /_balancer/regions/{region}`` with
+``{"down": true|false}`` (failure drills), ``POST /_balancer/reset``. The token header is never forwarded.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from movr.geo import Preset, PresetError, load_preset
+from movr.lab import control
 from movr.lab.links_access import AccessLinkCounters, carry
 from movr.lab.upstream import UpstreamError, UpstreamPool
 
@@ -375,13 +377,13 @@ class Balancer:
     async def set_region(self, request: web.Request) -> web.Response:
         region = request.match_info["region"]
         if region not in self.apps:
-            return web.json_response({"error": f"no app in region {region!r}"}, status=404)
+            return web.json_response(control.error_body("not_found", f"no app in region {region!r}"), status=404)
         try:
             body = await request.json()
         except ValueError:
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("down"), bool):
-            return web.json_response({"error": 'send {"down": true|false}'}, status=400)
+            return web.json_response(control.error_body("bad_request", 'send {"down": true|false}'), status=400)
         self.apps[region].forced_down = body["down"]
         log.info("region %s forced %s", region, "down" if body["down"] else "back up")
         return web.json_response(self.describe()["regions"][region])
@@ -397,7 +399,8 @@ def _connection_listed(headers: Mapping[str, str]) -> set[istr]:
 
 
 def _upstream_headers(request: web.Request, city: str, city_region: str) -> CIMultiDict[str]:
-    drop = _HOP_BY_HOP | _RECOMPUTED_UPSTREAM | _connection_listed(request.headers)
+    # The lab's control token is for the balancer alone: an app (and its logs) never sees it.
+    drop = _HOP_BY_HOP | _RECOMPUTED_UPSTREAM | _connection_listed(request.headers) | {istr(control.TOKEN_HEADER)}
     headers: CIMultiDict[str] = CIMultiDict((k, v) for k, v in request.headers.items() if k not in drop)
     # Setting replaces every copy the client sent: the app must trust only what the balancer resolved.
     headers[CITY_HEADER] = city
@@ -432,16 +435,18 @@ def _error(request: web.Request, status: int, message: str) -> web.Response:
 BALANCER_KEY = web.AppKey("balancer", Balancer)
 
 
-def build_app(config: Mapping[str, Any]) -> web.Application:
-    """The balancer as an aiohttp application (not yet listening); raises ConfigError on a bad config."""
+def build_app(config: Mapping[str, Any], token: str) -> web.Application:
+    """The balancer as an aiohttp application (not yet listening), its control API behind `token`; raises
+    ConfigError on a bad config."""
     balancer = Balancer(parse_config(config))
     # Request bodies pass through as the client sent them, compressed or not.
     app = web.Application(client_max_size=_MAX_BODY_BYTES, handler_args={"auto_decompress": False})
     app[BALANCER_KEY] = balancer
     app.cleanup_ctx.append(balancer.lifecycle)
-    app.router.add_get(CONTROL_PREFIX + "status", balancer.status)
-    app.router.add_post(CONTROL_PREFIX + "regions/{region}", balancer.set_region)
-    app.router.add_post(CONTROL_PREFIX + "reset", balancer.reset)
+    guarded = control.guard(token)
+    app.router.add_get(CONTROL_PREFIX + "status", guarded(balancer.status))
+    app.router.add_post(CONTROL_PREFIX + "regions/{region}", guarded(balancer.set_region))
+    app.router.add_post(CONTROL_PREFIX + "reset", guarded(balancer.reset))
     app.router.add_route("*", "/{path:.*}", balancer.forward)
     return app
 
@@ -485,8 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app = build_app(load_config(args.config))
-    except (ConfigError, OSError, ValueError) as err:
+        app = build_app(load_config(args.config), control.token_from_env())
+    except (ConfigError, OSError, ValueError, control.ControlTokenError) as err:
         print(f"balancer: {err}", file=sys.stderr)
         return 2
     loop = new_event_loop()

@@ -40,7 +40,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from movr.lab.state import LabState, file_lock, state_lock
+from movr.lab.state import LabState, file_lock, lab_server, state_lock
 from movr.lab.survival import choose_promotion, format_lsn, layout_of, link_target
 
 INTERVAL_S = 0.2
@@ -83,6 +83,9 @@ class Controller:
         self.preset = state.preset
         self.scale = state.scale
         self.control_port = state.links_control_port
+        self.control_token = state.control_token
+        self.passfile = state.passfile
+        self.dsn = state.dsn
         self.primaries: dict[str, str] = dict(state.survival["primaries"])
         self.misses = dict.fromkeys(self.primaries, 0)
         self.first_miss: dict[str, float] = {}
@@ -99,10 +102,7 @@ class Controller:
         conn = self._conns.get(name)
         try:
             if conn is None or conn.closed:
-                conn = psycopg.connect(
-                    f"host=127.0.0.1 port={self._port(name)} user=postgres dbname=postgres connect_timeout=1",
-                    autocommit=True,
-                )
+                conn = psycopg.connect(self.dsn(self._port(name), "postgres", connect_timeout=1), autocommit=True)
                 self._conns[name] = conn
             conn.execute("SELECT 1")
             return True
@@ -130,7 +130,7 @@ class Controller:
         from movr.lab.standbys import probe_port
 
         members = [m for m in self.layout["groups"][group]["members"] if m != lost]
-        futures = {m: self._pool.submit(probe_port, self._port(m), PROBE_TIMEOUT_S) for m in members}
+        futures = {m: self._pool.submit(probe_port, self._port(m), self.passfile, PROBE_TIMEOUT_S) for m in members}
         probes = {}
         for name, future in futures.items():
             try:
@@ -165,7 +165,6 @@ class Controller:
                 self.fail_over(group, primary)
 
     def fail_over(self, group: str, lost: str) -> None:
-        from movr.lab.pgserver import PostgresServer
         from movr.lab.standbys import StandbyError, promote, set_quorum
 
         detected = time.time()
@@ -175,8 +174,7 @@ class Controller:
             # A heal may have held the lock meanwhile and brought the primary back: never fence a live one.
             if self.ping_all([lost]).get(lost):
                 return
-            server = self.layout["servers"][lost]
-            old = PostgresServer(lost, self.run_dir / "servers" / lost, int(server["port"]))
+            old = lab_server(self.run_dir, self.layout["servers"][lost])
             if old.is_running():
                 old.kill()
                 record_event(self.run_dir, "fenced", f"{group}: killed unresponsive primary {lost}", group=group)
@@ -190,8 +188,8 @@ class Controller:
             new = decision.promote
             decided = time.time()
             try:
-                names = set_quorum(self._port(new), self.layout, group, new)
-                promote(self._port(new))
+                names = set_quorum(self._port(new), self.passfile, self.layout, group, new)
+                promote(self._port(new), self.passfile)
             except (psycopg.Error, StandbyError) as err:
                 record_event(self.run_dir, "failover_failed", f"{group}: promoting {new} failed: {err}", group=group)
                 return
@@ -253,7 +251,7 @@ class Controller:
                 "kind": "local" if src == region else "wan",
                 "one_way_ms": self.preset.rtt_ms(src, region) * self.scale / 2,
             }
-            post_link(self.control_port, link["name"], **update)
+            post_link(self.control_port, link["name"], token=self.control_token, **update)
             changed[link["name"]] = update
 
         def change(current: LabState) -> None:
@@ -268,7 +266,7 @@ class Controller:
         from movr.lab.supervisor import subscription_name
 
         primary_region = self.preset.primary_region
-        dsn = f"host=127.0.0.1 port={self._port(new)} user=postgres dbname=movr connect_timeout=2"
+        dsn = self.dsn(self._port(new), connect_timeout=2)
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 if group == primary_region:
@@ -291,7 +289,7 @@ class Controller:
                 )
                 if link is None:
                     return
-                source = f"host=127.0.0.1 port={link['listen_port']} user=postgres dbname={state.database}"
+                source = state.dsn(link["listen_port"])
                 conn.execute(
                     sql.SQL("ALTER SUBSCRIPTION {} CONNECTION {}").format(
                         sql.Identifier(subscription_name(group)), sql.Literal(source)

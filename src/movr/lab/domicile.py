@@ -68,7 +68,7 @@ def audit(state: LabState) -> AuditReport:
     report = AuditReport(allowed=allowed_regions(state))
     for name, info in server_index(state).items():
         report.regions[name] = info["region"]
-        dsn = f"host=127.0.0.1 port={info['port']} user=postgres dbname={state.database} connect_timeout=3"
+        dsn = state.dsn(info["port"], connect_timeout=3)
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 counts: dict[str, int] = {}

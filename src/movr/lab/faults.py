@@ -10,21 +10,23 @@
 
 A lab without a survival goal can be failed too (its servers simply stay down until healed).
 Every fault and heal is an event in the state file, shown by `movr lab status`.
+
+Killing trusts nothing the lab did not start: an app server is signalled only through
+`supervisor.stop_process_tree` (its recorded pid must still run what the lab started; a reused pid is skipped,
+and said), a server only as a process of its own data directory (`PostgresServer.kill`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
+from movr.lab import control
 from movr.lab.controller import group_operations, record_event
-from movr.lab.state import LabState
+from movr.lab.state import LabState, lab_server
 from movr.lab.supervisor import is_alive, stop_process_tree
 from movr.lab.survival import current_primaries, layout_of, link_target, server_index
 
@@ -35,25 +37,13 @@ class FaultError(RuntimeError):
     """A fault or heal that names nothing in this lab, or could not be carried out."""
 
 
-def _server(run_dir: Path, info: dict[str, Any]):
-    from movr.lab.pgserver import PostgresServer
-
-    return PostgresServer(info["name"], Path(run_dir) / "servers" / info["name"], int(info["port"]))
-
-
 def _regions(state: LabState) -> list[str]:
     return state.preset.region_names
 
 
 def _balancer_region(state: LabState, region: str, down: bool) -> None:
-    request = urllib.request.Request(
-        f"{state.balancer_url}/_balancer/regions/{region}",
-        data=json.dumps({"down": down}).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=5):
-        pass
+    with contextlib.suppress(OSError):
+        control.call(f"{state.balancer_url}/_balancer/regions/{region}", state.control_token, {"down": down})
 
 
 # --- faults --------------------------------------------------------------------------------------------------
@@ -65,7 +55,7 @@ def fail_server(run_dir: Path, name: str, say: Say = lambda _: None) -> None:
     if name not in servers:
         raise FaultError(f"no server named {name!r} (servers: {', '.join(servers)})")
     record_event(state.run_dir, "fault", f"server {name} killed", server=name)
-    _server(state.run_dir, servers[name]).kill()
+    lab_server(state.run_dir, servers[name]).kill()
     say(f"killed {name} ({servers[name]['region']})")
 
 
@@ -82,8 +72,9 @@ def fail_region(run_dir: Path, region: str, say: Say = lambda _: None) -> list[s
     record_event(state.run_dir, "fault", f"region {region} killed: {', '.join(victims)}", region=region)
     # All at once, as a region goes: one after another would let the last ones serve on for a while.
     with ThreadPoolExecutor(max_workers=len(victims) or 1, thread_name_prefix="movr-kill") as pool:
-        servers_done = [(info["name"], pool.submit(_server(state.run_dir, info).kill)) for info in servers]
-        apps_done = [(record.name, pool.submit(stop_process_tree, record.pid, 10.0, signal.SIGKILL)) for record in apps]
+        servers_done = [(info["name"], pool.submit(lab_server(state.run_dir, info).kill)) for info in servers]
+        # A recorded pid that no longer runs the app server is skipped, with a line on stderr.
+        apps_done = [(record.name, pool.submit(stop_process_tree, record, 10.0, signal.SIGKILL)) for record in apps]
         _balancer_region(state, region, down=True)
         killed = [name for name, future in servers_done if future.result() is None]
         killed += [name for name, future in apps_done if future.result()]
@@ -125,13 +116,13 @@ def apply_link_states(state: LabState) -> list[str]:
     partitions = {frozenset(pair) for pair in state.survival.get("partitions", [])}
     regions = {name: info["region"] for name, info in server_index(state).items()}
     down = []
-    for link in fetch_links(state.links_control_port):
+    for link in fetch_links(state.links_control_port, token=state.control_token):
         src, dst_region = link["src"], regions.get(link["dst"])
         crossing = dst_region is not None and frozenset((src, dst_region)) in partitions
         if crossing:
             down.append(link["name"])
         if crossing != link["down"]:
-            post_link(state.links_control_port, link["name"], down=crossing)
+            post_link(state.links_control_port, link["name"], token=state.control_token, down=crossing)
     return down
 
 
@@ -207,7 +198,7 @@ def _heal_app(run_dir: Path, region: str, say: Say) -> list[str]:
         return []
     record = next((p for p in state.processes if p.name == f"app-{region}"), None)
     done = []
-    if record is None or not is_alive(record.pid):
+    if record is None or not is_alive(record):
         restart_app_server(run_dir, region)
         say(f"app server for {region} started again")
         done.append(f"app-{region}")
@@ -224,7 +215,7 @@ def _heal_servers(run_dir: Path, names: list[str], say: Say) -> list[str]:
     servers = server_index(state)
     layout = layout_of(state)
     primaries = current_primaries(state)
-    lost = [name for name in names if not _server(state.run_dir, servers[name]).is_running()]
+    lost = [name for name in names if not lab_server(state.run_dir, servers[name]).is_running()]
     # Primaries first: a standby can only follow a primary that runs.
     lost.sort(key=lambda name: 0 if primaries.get(servers[name]["group"]) == name else 1)
     done = []
@@ -237,7 +228,7 @@ def _heal_servers(run_dir: Path, names: list[str], say: Say) -> list[str]:
         for name in lost:
             info = servers[name]
             group = info["group"]
-            server = _server(state.run_dir, info)
+            server = lab_server(state.run_dir, info)
             if layout is None:
                 server.start(timeout=READY_TIMEOUT_S)
                 say(f"{name} started again")
@@ -283,7 +274,7 @@ def _record_port(run_dir: Path, name: str, port: int, primaries: dict[str, str])
 
     state = LabState.update(run_dir, change)
     for link in repointed:
-        post_link(state.links_control_port, link, target_port=port)
+        post_link(state.links_control_port, link, token=state.control_token, target_port=port)
 
 
 def links_between(state: LabState, a: str, b: str) -> list[str]:

@@ -22,11 +22,11 @@ Timing precision (target: added error p50 <= 0.3 ms, p99 <= 2 ms at 1,000 round 
   after start-up in the server process, whose full collections otherwise pause delivery for milliseconds.
 A chunk is never delivered before it is due; a reset is passed on at once (a simplification).
 
-Run as a process: ``python -m movr.lab.links --spec FILE.json --control-port N``. On start it prints one JSON
-line ``{"event": "ready", "control_port": N, "links": {name: port}}`` to stdout, then serves
+Run as a process: ``MOVR_LAB_TOKEN=... python -m movr.lab.links --spec FILE.json --control-port N``. On start
+it prints one JSON line ``{"event": "ready", "control_port": N, "links": {name: port}}`` to stdout, then serves
 ``GET /links``, ``POST /links/{name}`` (``{"one_way_ms": x}``, ``{"down": bool}`` or, to re-point it at another
 server, ``{"target_port": n, "dst": name, "kind": "wan"|"local"}``) and ``POST /reset`` on
-127.0.0.1:N, and exits cleanly on SIGTERM/SIGINT.
+127.0.0.1:N, each only with the lab's token (``movr.lab.control``), and exits cleanly on SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -47,12 +47,13 @@ import struct
 import sys
 import threading
 import time
-import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from movr.lab import control
 
 LISTEN_HOST = "127.0.0.1"  # links never listen on another address: the lab is one machine, not a network
 LINK_KINDS = ("wan", "local")
@@ -881,9 +882,12 @@ def run_links_in_thread(specs: Iterable[LinkSpec], *, precise_timer: bool = True
 # --- the control API -------------------------------------------------------------------------------------
 
 
-def make_control_app(server: LinkServer) -> Any:
-    """The HTTP control API of a link server process (aiohttp, on the links' own loop)."""
+def make_control_app(server: LinkServer, token: str) -> Any:
+    """The HTTP control API of a link server process (aiohttp, on the links' own loop), behind `token`."""
     from aiohttp import web
+
+    def error(status: int, code: str, message: str) -> web.Response:
+        return web.json_response(control.error_body(code, message), status=status)
 
     async def list_links(request: web.Request) -> web.Response:
         return web.json_response(server.describe())
@@ -891,7 +895,7 @@ def make_control_app(server: LinkServer) -> Any:
     async def change_link(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if name not in server.names():
-            return web.json_response({"error": f"no link named {name!r}"}, status=404)
+            return error(404, "not_found", f"no link named {name!r}")
         try:
             body = await request.json()
             if not isinstance(body, dict) or not ({"one_way_ms", "down", "target_port"} & body.keys()):
@@ -905,47 +909,42 @@ def make_control_app(server: LinkServer) -> Any:
                     raise ValueError('"down" must be true or false')
                 server.set_down(name, body["down"])
         except (ValueError, TypeError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
+            return error(400, "bad_request", str(exc))
         except OSError as exc:
-            return web.json_response({"error": str(exc)}, status=409)
+            return error(409, "conflict", str(exc))
         return web.json_response(next(link for link in server.describe() if link["name"] == name))
 
     async def reset(request: web.Request) -> web.Response:
         server.reset_counters()
         return web.json_response({"reset": True})
 
+    guarded = control.guard(token)
     app = web.Application()
-    app.router.add_get("/links", list_links)
-    app.router.add_post("/links/{name}", change_link)
-    app.router.add_post("/reset", reset)
+    app.router.add_get("/links", guarded(list_links))
+    app.router.add_post("/links/{name}", guarded(change_link))
+    app.router.add_post("/reset", guarded(reset))
     return app
 
 
-def _control_request(control_port: int, path: str, body: Any = None, timeout: float = 5.0) -> Any:
-    request = urllib.request.Request(
-        f"http://{LISTEN_HOST}:{control_port}{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        method="GET" if body is None else "POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
+def _control_request(control_port: int, path: str, token: str, body: Any = None, timeout: float = 5.0) -> Any:
+    return control.call(f"http://{LISTEN_HOST}:{control_port}{path}", token, body, timeout)
 
 
-def fetch_links(control_port: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+def fetch_links(control_port: int, *, token: str, timeout: float = 5.0) -> list[dict[str, Any]]:
     """``GET /links`` of a link server process: every link's spec, state and counters."""
-    return _control_request(control_port, "/links", timeout=timeout)
+    return _control_request(control_port, "/links", token, timeout=timeout)
 
 
-def fetch_counters(control_port: int, timeout: float = 5.0) -> dict[str, dict[str, int]]:
+def fetch_counters(control_port: int, *, token: str, timeout: float = 5.0) -> dict[str, dict[str, int]]:
     """The counters of every link of a link server process, by link name."""
-    return {link["name"]: link["counters"] for link in fetch_links(control_port, timeout)}
+    return {link["name"]: link["counters"] for link in fetch_links(control_port, token=token, timeout=timeout)}
 
 
 def post_link(
     control_port: int,
     name: str,
     *,
+    token: str,
     one_way_ms: float | None = None,
     down: bool | None = None,
     timeout: float = 5.0,
@@ -969,18 +968,18 @@ def post_link(
         body["one_way_ms"] = one_way_ms
     if down is not None:
         body["down"] = down
-    return _control_request(control_port, f"/links/{name}", body, timeout)
+    return _control_request(control_port, f"/links/{name}", token, body, timeout)
 
 
-def reset_counters(control_port: int, timeout: float = 5.0) -> None:
-    _control_request(control_port, "/reset", {}, timeout)
+def reset_counters(control_port: int, *, token: str, timeout: float = 5.0) -> None:
+    _control_request(control_port, "/reset", token, {}, timeout)
 
 
 # --- the link server process -----------------------------------------------------------------------------
 
 
-async def serve(specs: list[LinkSpec], control_port: int) -> None:
-    """Run links and their control API until SIGTERM or SIGINT."""
+async def serve(specs: list[LinkSpec], control_port: int, token: str) -> None:
+    """Run links and their control API (behind `token`) until SIGTERM or SIGINT."""
     from aiohttp import web
 
     loop = asyncio.get_running_loop()
@@ -990,7 +989,7 @@ async def serve(specs: list[LinkSpec], control_port: int) -> None:
 
     server = LinkServer(specs)
     await server.start()
-    runner = web.AppRunner(make_control_app(server), access_log=None, handle_signals=False)
+    runner = web.AppRunner(make_control_app(server, token), access_log=None, handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, LISTEN_HOST, control_port)
@@ -1018,9 +1017,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, help="JSON file: a list of links, or {'links': [...]}")
     parser.add_argument("--control-port", type=int, required=True, help="HTTP control API port (0: any)")
     args = parser.parse_args(argv)
+    try:
+        token = control.token_from_env()
+    except control.ControlTokenError as exc:
+        print(f"movr.lab.links: {exc}", file=sys.stderr)
+        return 2
     loop = new_event_loop()
     try:
-        loop.run_until_complete(serve(load_specs(args.spec), args.control_port))
+        loop.run_until_complete(serve(load_specs(args.spec), args.control_port, token))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         # A taken port or a bad spec: one line for the supervisor's log, not a traceback.
         print(f"movr.lab.links: {exc}", file=sys.stderr)

@@ -7,9 +7,15 @@ them. So this module drives `initdb` and `postgres` itself.
 
 A server lives in its own folder under a run directory::
 
-    base_dir/
+    base_dir/            mode 0700: it also holds the server's Unix socket
         data/            the cluster (PGDATA); our settings are in data/movr.conf
         postgres.log     everything the postmaster writes to stdout/stderr, across restarts
+        pgpass           the superuser's password (a libpq passfile, 0600), unless the caller names another
+
+Who may connect: over TCP (127.0.0.1 only) everyone needs the superuser's password (scram-sha-256), which
+lives only in the passfile; connection strings name the file (`passfile=`), never the password, so it is in
+no URL, environment or command line. The Unix socket trusts its callers, but it is mode 0700 in a 0700
+folder owned by the server's OS user: only that user (who owns the data anyway) and root can reach it.
 
 Running as root: PostgreSQL refuses to, and CI runs as root. Then every PostgreSQL program runs as the
 unprivileged system user `movr-postgres`, which needs to own the server's folder, traverse every folder
@@ -23,6 +29,8 @@ import functools
 import importlib.util
 import os
 import pwd
+import re
+import secrets
 import signal
 import stat
 import subprocess
@@ -31,12 +39,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import psutil
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from movr.lab.ports import free_port
 
@@ -59,8 +66,10 @@ LAB_DEFAULTS: Mapping[str, str] = {
     "shared_buffers": "64MB",
 }
 
-# Settings a caller may not override: they are what keeps the server on loopback and on its own port.
-_PINNED = ("listen_addresses", "port")
+# Settings a caller may not override: they keep the server on loopback, on its own port, its socket private.
+_PINNED = ("listen_addresses", "port", "unix_socket_permissions")
+
+PASSFILE_NAME = "pgpass"
 
 _STOP_SIGNALS: Mapping[str, signal.Signals] = {
     # The postmaster's own shutdown modes, as pg_ctl sends them.
@@ -197,6 +206,43 @@ def _clean_env() -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------------------------------------
+# The superuser's password, in a libpq passfile
+
+
+def write_passfile(path: Path, password: str | None = None) -> None:
+    """Write a libpq password file (mode 0600) with `password` (default: a new random one) for the superuser
+    on every port of 127.0.0.1: one file serves a server, the links in front of it, and the connections
+    PostgreSQL itself opens (standbys' replication, GLOBAL-table subscriptions, pg_basebackup, pg_rewind),
+    which is why it belongs to the OS user PostgreSQL runs as (root, the only other user that runs the lab's
+    clients, reads it anyway)."""
+    password = password if password is not None else secrets.token_urlsafe(24)
+    escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"{HOST}:*:*:{SUPERUSER}:{escaped}\n")
+    _run_as().give(tmp)
+    tmp.replace(path)
+
+
+def read_password(path: Path) -> str:
+    """The password a passfile written by `write_passfile` holds (its first line's fifth field, unescaped)."""
+    field = Path(path).read_text().splitlines()[0].split(":", 4)[4]
+    return re.sub(r"\\(.)", r"\1", field)
+
+
+def conninfo(port: int, passfile: Path, database: str = "postgres", **params: object) -> str:
+    """A libpq URI for the superuser on 127.0.0.1:`port` (a server, or a link in front of one), with its
+    password read from `passfile`; `params` are further libpq parameters (connect_timeout=2, ...).
+
+    A URI rather than key=value pairs: SQLAlchemy (schema creation) keeps a URI's query parameters.
+    """
+    query = urlencode({"passfile": str(passfile), **{k: str(v) for k, v in params.items()}}, safe="/", quote_via=quote)
+    return f"postgresql://{SUPERUSER}@{HOST}:{port}/{quote(database, safe='')}?{query}"
+
+
+# --------------------------------------------------------------------------------------------------------
 # Finding, stopping and killing postmasters by their data directory
 
 
@@ -238,6 +284,19 @@ def _runs_in(process: psutil.Process, data_dir: Path) -> bool:
         return False
 
 
+def _proven_postmaster(data_dir: Path, pid: int) -> psutil.Process | None:
+    """The process `pid`, if it is a PostgreSQL process of `data_dir`; None if it is gone or someone else's.
+
+    Signal only what this returns: the object pins the process (pid and start time), and psutil refuses to
+    signal it once the pid has been reused, so nothing between this proof and the signal can redirect it.
+    """
+    try:
+        process = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
+    return process if _runs_in(process, data_dir) else None
+
+
 def _live_postmaster(data_dir: Path) -> int | None:
     """The pid of the postmaster running on `data_dir`, if one is running."""
     found = _read_postmaster_pid(data_dir)
@@ -265,16 +324,17 @@ def _wait_gone(processes: list[psutil.Process], timeout: float) -> bool:
 
 
 def _kill_postmaster(data_dir: Path, pid: int | None) -> None:
-    """SIGKILL the postmaster `pid` and every process of `data_dir`, and wait until they are gone.
+    """SIGKILL the postmaster `pid` (if it is still one of `data_dir`) and every process of `data_dir`, and
+    wait until they are gone.
 
     The postmaster's children make themselves session leaders (InitPostmasterChild calls setsid), so
     killing a process group would miss them: we kill each one. The postmaster is frozen first so that it
     cannot fork a new child between our listing of its children and its death.
     """
     victims: list[psutil.Process] = []
-    if pid is not None:
+    postmaster = _proven_postmaster(data_dir, pid) if pid is not None else None
+    if postmaster is not None:
         with contextlib.suppress(psutil.NoSuchProcess):
-            postmaster = psutil.Process(pid)
             postmaster.suspend()
             victims += [postmaster, *postmaster.children(recursive=True)]
     # Orphans of an earlier crash no longer have the postmaster as parent; find them by directory.
@@ -294,11 +354,12 @@ def _stop_postmaster(data_dir: Path, pid: int, mode: str, timeout: float) -> Non
         sig = _STOP_SIGNALS[mode]
     except KeyError:
         raise ValueError(f"unknown shutdown mode {mode!r}; use one of {', '.join(_STOP_SIGNALS)}") from None
-    try:
-        postmaster = psutil.Process(pid)
-        postmaster.send_signal(sig)
-    except psutil.NoSuchProcess:
-        postmaster = None
+    postmaster = _proven_postmaster(data_dir, pid)
+    if postmaster is not None:
+        try:
+            postmaster.send_signal(sig)
+        except psutil.NoSuchProcess:
+            postmaster = None
     if postmaster is None or not _wait_gone([postmaster], timeout):
         _kill_postmaster(data_dir, pid)
     elif _processes_of(data_dir):
@@ -348,12 +409,16 @@ class PostgresServer:
     name: str
     base_dir: Path
     port: int = field(default_factory=free_port)
+    # The superuser's password (see write_passfile); None: base_dir/pgpass, made by init() if missing. A lab
+    # passes its own, so that every server of the lab has the same password and one file serves them all.
+    passfile: Path | None = None
     host: str = field(default=HOST, init=False)
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Absolute, because PostgreSQL resolves relative paths against the data directory, not our cwd.
         self.base_dir = Path(self.base_dir).resolve()
+        self.passfile = Path(self.passfile).resolve() if self.passfile is not None else self.base_dir / PASSFILE_NAME
 
     @property
     def data_dir(self) -> Path:
@@ -373,31 +438,79 @@ class PostgresServer:
         """
         run_as = _run_as()
         self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.base_dir.chmod(0o700)  # the socket's folder: nobody but the server's user may reach the socket
         if run_as.uid is not None:
-            _make_traversable(self.base_dir)
+            _make_traversable(self.base_dir.parent)  # the server's user passes through; it owns base_dir
             run_as.give(self.base_dir)
+        assert self.passfile is not None
+        new_password = not self.passfile.exists()
+        if new_password:
+            write_passfile(self.passfile)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(run_as)
+        elif new_password:
+            self._set_password(run_as)
         self.write_config(settings)
 
     def _initdb(self, run_as: _RunAs) -> None:
+        assert self.passfile is not None
+        # initdb reads the password from a file: a private one for the moment it runs, never a command line.
+        password_file = self.base_dir / ".initdb-password"
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(read_password(self.passfile) + "\n")
+        run_as.give(password_file)
         command = [
             str(postgres_bin_dir() / "initdb"),
             "--pgdata",
             str(self.data_dir),
             "--username",
             SUPERUSER,
-            "--auth=trust",
+            f"--pwfile={password_file}",
+            "--auth-local=trust",  # initdb's pg_hba.conf: write_config replaces it at once
+            "--auth-host=scram-sha-256",
             "--encoding=UTF8",
             "--no-locale",  # C collation: fast, and the same on every machine
             "--no-sync",  # a lab cluster is recreated, not recovered, if the machine itself crashes
             "--no-instructions",
         ]
         try:
-            result = subprocess.run(
+            result = self._run_tool(command, run_as, "initdb")
+        finally:
+            password_file.unlink(missing_ok=True)
+        if result.returncode != 0:
+            output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-_LOG_TAIL_LINES:])
+            raise PostgresStartError(
+                f"{self.name}: initdb of {self.data_dir} failed with exit code {result.returncode}:\n{output}"
+            )
+
+    def _set_password(self, run_as: _RunAs) -> None:
+        """Give the superuser of a cluster made before servers had passwords the passfile's (single-user mode,
+        the password on stdin): without it, TCP connections, which need one now, would all be refused."""
+        assert self.passfile is not None
+        if self.is_running():
+            raise PostgresStartError(
+                f"{self.name}: the cluster in {self.data_dir} has no password for {SUPERUSER} yet and is "
+                "running; stop it and call init() again"
+            )
+        literal = "'" + read_password(self.passfile).replace("'", "''") + "'"
+        command = [str(postgres_bin_dir() / "postgres"), "--single", "-D", str(self.data_dir), "postgres"]
+        result = self._run_tool(
+            command, run_as, "setting the password", stdin=f"ALTER ROLE {SUPERUSER} PASSWORD {literal}\n"
+        )
+        if result.returncode != 0 or "ERROR" in result.stdout + result.stderr:
+            output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-_LOG_TAIL_LINES:])
+            raise PostgresStartError(f"{self.name}: setting {SUPERUSER}'s password failed:\n{output}")
+
+    def _run_tool(
+        self, command: list[str], run_as: _RunAs, what: str, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
                 command,
                 cwd=self.base_dir,
                 env=_clean_env(),
+                input=stdin,
                 capture_output=True,
                 text=True,
                 timeout=120,
@@ -405,12 +518,7 @@ class PostgresServer:
                 **run_as.subprocess_kwargs(),
             )
         except subprocess.TimeoutExpired as exc:
-            raise PostgresStartError(f"{self.name}: initdb of {self.data_dir} timed out") from exc
-        if result.returncode != 0:
-            output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-_LOG_TAIL_LINES:])
-            raise PostgresStartError(
-                f"{self.name}: initdb of {self.data_dir} failed with exit code {result.returncode}:\n{output}"
-            )
+            raise PostgresStartError(f"{self.name}: {what} on {self.data_dir} timed out") from exc
 
     def write_config(self, settings: Mapping[str, str] | None = None) -> None:
         """Write data/movr.conf (included from postgresql.conf) and pg_hba.conf.
@@ -428,6 +536,7 @@ class PostgresServer:
                 )
         merged = {
             **LAB_DEFAULTS,
+            "password_encryption": "scram-sha-256",
             "unix_socket_directories": self._socket_dir(),
             **settings,
             **self._pinned_settings(),
@@ -445,17 +554,19 @@ class PostgresServer:
             self._write_owned(main_conf, text.rstrip("\n") + f"\n\n{include}\n")
 
         hba = [
-            "# Written by movr.lab.pgserver: trust loopback only; the server listens nowhere else.",
+            "# Written by movr.lab.pgserver. TCP (loopback only: the server listens nowhere else) needs the",
+            "# password; the Unix socket is mode 0700 in a 0700 folder, so only the server's own OS user and",
+            "# root can reach it, and it trusts them.",
             "# TYPE  DATABASE     USER  ADDRESS        METHOD",
             "local   all          all                  trust",
             "local   replication  all                  trust",
-            f"host    all          all   {HOST}/32   trust",
-            f"host    replication  all   {HOST}/32   trust",
+            f"host    all          all   {HOST}/32   scram-sha-256",
+            f"host    replication  all   {HOST}/32   scram-sha-256",
         ]
         self._write_owned(self.data_dir / "pg_hba.conf", "\n".join(hba) + "\n")
 
     def _pinned_settings(self) -> dict[str, str]:
-        return {"listen_addresses": HOST, "port": str(self.port)}
+        return {"listen_addresses": HOST, "port": str(self.port), "unix_socket_permissions": "0700"}
 
     def _socket_dir(self) -> str:
         """The server's own folder for its Unix socket (handy for psql), or '' (none) if too long a path."""
@@ -572,12 +683,13 @@ class PostgresServer:
     # ---- connecting ----------------------------------------------------------------------------------
 
     def url(self, database: str = "postgres") -> str:
-        """A SQLAlchemy URL for `database` (psycopg 3 driver)."""
-        return f"postgresql+psycopg://{SUPERUSER}@{self.host}:{self.port}/{quote(database, safe='')}"
+        """A SQLAlchemy URL for `database` (psycopg 3 driver); the password comes from the passfile."""
+        return self.dsn(database).replace("postgresql://", "postgresql+psycopg://", 1)
 
     def dsn(self, database: str = "postgres") -> str:
-        """A libpq connection string for `database`."""
-        return make_conninfo(host=self.host, port=self.port, user=SUPERUSER, dbname=database)
+        """A libpq connection string (URI) for `database`; the password comes from the passfile it names."""
+        assert self.passfile is not None
+        return conninfo(self.port, self.passfile, database)
 
     def create_database(self, name: str) -> None:
         """Create database `name` unless it exists."""

@@ -4,6 +4,9 @@ promote, and bring a lost server back as a standby (pg_rewind, else a fresh clon
 Every replication byte crosses a link (law 1): a standby in region S streams from its group's primary through
 `standby:S-><home>-a`, which the controller re-points at the new primary on failover, so a standby follows
 a failover without being reconfigured (`recovery_target_timeline = latest` is PostgreSQL's default).
+
+Every connection - ours, a standby's replication, pg_basebackup's and pg_rewind's - authenticates with the
+lab's password from its passfile (`passfile` below; movr.lab.state.lab_passfile), which every server shares.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from movr.lab.pgserver import (
     _clean_env,
     _make_traversable,
     _run_as,
+    conninfo,
     postgres_bin_dir,
 )
+from movr.lab.state import lab_passfile, lab_server
 from movr.lab.survival import Probe, parse_lsn, stable_port, sync_standby_names
 
 Say = Callable[[str], None]
@@ -42,26 +47,22 @@ class StandbyError(RuntimeError):
     """A standby could not be cloned, started or rejoined; the message quotes the tool's output."""
 
 
-def server_of(run_dir: Path, server: Mapping[str, Any]) -> PostgresServer:
-    return PostgresServer(name=server["name"], base_dir=Path(run_dir) / "servers" / server["name"], port=server["port"])
+def direct_dsn(port: int, passfile: Path, database: str = "movr") -> str:
+    return conninfo(port, passfile, database, connect_timeout=CONNECT_TIMEOUT_S)
 
 
-def direct_dsn(port: int, database: str = "movr") -> str:
-    return f"host=127.0.0.1 port={port} user=postgres dbname={database} connect_timeout={CONNECT_TIMEOUT_S}"
+def link_dsn(link_port: int, passfile: Path, database: str = "postgres") -> str:
+    return conninfo(link_port, passfile, database)
 
 
-def link_dsn(link_port: int, database: str = "postgres") -> str:
-    return f"host=127.0.0.1 port={link_port} user=postgres dbname={database}"
-
-
-def standby_settings(layout: Mapping[str, Any], name: str, link_port: int) -> dict[str, str]:
-    """movr.conf of a standby: the lab's settings, and its primary reached through its region's link."""
+def standby_settings(layout: Mapping[str, Any], name: str, link_port: int, passfile: Path) -> dict[str, str]:
+    """movr.conf of a standby: the lab's settings, and its primary reached through its region's link (the
+    walreceiver runs as the server's OS user, which owns the passfile)."""
     return {
         **LAB_DEFAULTS,
         **PRIMARY_BASE_SETTINGS,
         **layout["server_settings"],
-        "primary_conninfo": f"host=127.0.0.1 port={link_port} user=postgres "
-        f"application_name={layout['servers'][name]['app_name']}",
+        "primary_conninfo": conninfo(link_port, passfile, application_name=layout["servers"][name]["app_name"]),
     }
 
 
@@ -102,13 +103,15 @@ def clone(run_dir: Path, layout: MutableMapping[str, Any], name: str, link_port:
     Not `pg_basebackup -R`: that writes primary_conninfo into postgresql.auto.conf, which would override the
     lab's own movr.conf (and name the clone after nothing); the standby's settings are written here instead.
     """
-    server = server_of(run_dir, layout["servers"][name])
+    server = lab_server(run_dir, layout["servers"][name])
+    passfile = lab_passfile(run_dir)
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(server.data_dir)
     server.base_dir.mkdir(parents=True, exist_ok=True)
+    server.base_dir.chmod(0o700)  # as PostgresServer.init: the folder of a Unix socket that trusts its callers
     run_as = _run_as()
     if run_as.uid is not None:
-        _make_traversable(server.base_dir)
+        _make_traversable(server.base_dir.parent)
         _owned(server.base_dir)
     _run(
         [
@@ -116,16 +119,16 @@ def clone(run_dir: Path, layout: MutableMapping[str, Any], name: str, link_port:
             "--pgdata",
             str(server.data_dir),
             "--dbname",
-            link_dsn(link_port),
+            link_dsn(link_port, passfile),
             "--wal-method=stream",
             "--checkpoint=fast",
             "--no-sync",  # a lab standby is re-cloned, not recovered, if the machine itself crashes
         ],
         f"{name}: pg_basebackup through 127.0.0.1:{link_port}",
     )
-    server.write_config(standby_settings(layout, name, link_port))
+    server.write_config(standby_settings(layout, name, link_port, passfile))
     _signal_standby(server)
-    start(server, layout, name, lambda: standby_settings(layout, name, link_port))
+    start(server, layout, name, lambda: standby_settings(layout, name, link_port, passfile))
     return server
 
 
@@ -171,7 +174,8 @@ def rejoin(
     3. If that fails too, it is cloned afresh.
     Each step counts only once the standby has replayed the primary's WAL up to the primary's position.
     """
-    server = server_of(run_dir, layout["servers"][name])
+    server = lab_server(run_dir, layout["servers"][name])
+    passfile = lab_passfile(run_dir)
     if server.is_running():
         server.stop(mode="fast")
     if not (server.data_dir / "PG_VERSION").exists():
@@ -193,7 +197,7 @@ def rejoin(
                 "--target-pgdata",
                 str(server.data_dir),
                 "--source-server",
-                link_dsn(link_port),
+                link_dsn(link_port, passfile),
             ],
             f"{name}: pg_rewind",
         )
@@ -225,19 +229,21 @@ def _start_standby(
     timeout: float = 30.0,
     moved: Callable[[str, int], None] = lambda *_: None,
 ) -> None:
-    server.write_config(standby_settings(layout, name, link_port))
+    assert server.passfile is not None
+    passfile = server.passfile
+    server.write_config(standby_settings(layout, name, link_port, passfile))
     _signal_standby(server)
-    start(server, layout, name, lambda: standby_settings(layout, name, link_port), moved)
-    wait_caught_up(server.port, primary_port, timeout)
+    start(server, layout, name, lambda: standby_settings(layout, name, link_port, passfile), moved)
+    wait_caught_up(server.port, primary_port, passfile, timeout)
 
 
-def wait_caught_up(standby_port: int, primary_port: int, timeout: float = 30.0) -> None:
+def wait_caught_up(standby_port: int, primary_port: int, passfile: Path, timeout: float = 30.0) -> None:
     """Wait until the standby has replayed the primary's WAL up to where the primary is now."""
-    with psycopg.connect(direct_dsn(primary_port, "postgres"), autocommit=True) as conn:
+    with psycopg.connect(direct_dsn(primary_port, passfile, "postgres"), autocommit=True) as conn:
         row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
         target = parse_lsn(row[0] if row else None)
     deadline = time.monotonic() + timeout
-    with psycopg.connect(direct_dsn(standby_port, "postgres"), autocommit=True) as conn:
+    with psycopg.connect(direct_dsn(standby_port, passfile, "postgres"), autocommit=True) as conn:
         while True:
             row = conn.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()
             if row and parse_lsn(row[0]) >= target:
@@ -247,7 +253,7 @@ def wait_caught_up(standby_port: int, primary_port: int, timeout: float = 30.0) 
             time.sleep(0.1)  # polling for readiness, not distance
 
 
-def set_quorum(port: int, layout: Mapping[str, Any], group: str, primary: str) -> str:
+def set_quorum(port: int, passfile: Path, layout: Mapping[str, Any], group: str, primary: str) -> str:
     """Make commits on `primary` wait for its synchronous standbys; returns synchronous_standby_names.
 
     ALTER SYSTEM (postgresql.auto.conf), because it overrides movr.conf, and because the GLOBAL-table set-up
@@ -255,17 +261,17 @@ def set_quorum(port: int, layout: Mapping[str, Any], group: str, primary: str) -
     already waits for the quorum).
     """
     names = sync_standby_names(layout, group, primary)
-    with psycopg.connect(direct_dsn(port), autocommit=True) as conn:
+    with psycopg.connect(direct_dsn(port, passfile), autocommit=True) as conn:
         conn.execute(sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(sql.Literal(names)))
         conn.execute("ALTER SYSTEM SET synchronous_commit = 'on'")
         conn.execute("SELECT pg_reload_conf()")
     return names
 
 
-def wait_streaming(port: int, app_names: list[str], timeout: float = READY_TIMEOUT_S) -> None:
+def wait_streaming(port: int, passfile: Path, app_names: list[str], timeout: float = READY_TIMEOUT_S) -> None:
     """Wait until every named standby streams from the server on `port`."""
     deadline = time.monotonic() + timeout
-    with psycopg.connect(direct_dsn(port), autocommit=True) as conn:
+    with psycopg.connect(direct_dsn(port, passfile), autocommit=True) as conn:
         while True:
             streaming = {
                 row[0]
@@ -294,28 +300,25 @@ def probe(conn: psycopg.Connection) -> Probe:
     return Probe(in_recovery=bool(row[0]), lsn=parse_lsn(row[1]))
 
 
-def probe_port(port: int, timeout: float = 1.0) -> Probe | None:
+def probe_port(port: int, passfile: Path, timeout: float = 1.0) -> Probe | None:
     """One probe over a fresh connection; None if the server does not answer."""
     try:
-        with psycopg.connect(
-            f"host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout={max(1, round(timeout))}",
-            autocommit=True,
-        ) as conn:
+        with psycopg.connect(conninfo(port, passfile, connect_timeout=max(1, round(timeout))), autocommit=True) as conn:
             return probe(conn)
     except psycopg.Error:
         return None
 
 
-def promote(port: int, timeout: float = 30.0) -> None:
-    with psycopg.connect(direct_dsn(port), autocommit=True) as conn:
+def promote(port: int, passfile: Path, timeout: float = 30.0) -> None:
+    with psycopg.connect(direct_dsn(port, passfile), autocommit=True) as conn:
         done = conn.execute("SELECT pg_promote(true, %s)", (int(timeout),)).fetchone()
         if not done or not done[0]:
             raise StandbyError(f"the standby on port {port} did not finish promotion within {timeout:g} s")
 
 
-def replication_status(port: int) -> list[dict[str, Any]]:
+def replication_status(port: int, passfile: Path) -> list[dict[str, Any]]:
     """The primary's view of its standbys (pg_stat_replication), for `lab status` and the drills."""
-    with psycopg.connect(direct_dsn(port), autocommit=True) as conn:
+    with psycopg.connect(direct_dsn(port, passfile), autocommit=True) as conn:
         rows = conn.execute(
             "SELECT application_name, state, sync_state, "
             "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS replay_lag_bytes "
@@ -343,9 +346,10 @@ def bring_up(run_dir: Path, layout: MutableMapping[str, Any], link_ports: Mappin
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="movr-clone") as pool:
         for future in [pool.submit(clone, run_dir, layout, name, port) for name, port in jobs]:
             future.result()
+    passfile = lab_passfile(run_dir)
     for group, info in layout["groups"].items():
         primary = layout["servers"][info["primary"]]
-        names = set_quorum(primary["port"], layout, group, primary["name"])
+        names = set_quorum(primary["port"], passfile, layout, group, primary["name"])
         say(f"{group} ({info['goal']} survival): {primary['name']} commits wait for {names}")
         standbys = [layout["servers"][m]["app_name"] for m in info["members"] if m != primary["name"]]
-        wait_streaming(primary["port"], standbys)
+        wait_streaming(primary["port"], passfile, standbys)

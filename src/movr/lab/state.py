@@ -1,4 +1,10 @@
-"""The lab's state file: what runs, where, with which pid — so any later command can find and stop it."""
+"""The lab's state file: what runs, where, with which pid — so any later command can find and stop it.
+
+It holds the lab's secrets (the session key, the control token), so it is written 0600; the PostgreSQL
+password is in a passfile beside it (`pgpass`, 0600), named by every connection string the lab hands out.
+Each process is recorded with its start time and command line, so that a later command signals a pid only
+while it still runs what the lab started (movr.lab.supervisor.stop_process_tree).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,9 +20,8 @@ from typing import TYPE_CHECKING, Any
 from movr.geo import Preset, load_preset
 
 if TYPE_CHECKING:
+    from movr.lab.pgserver import PostgresServer
     from movr.store.sample import SampleData
-
-    pass
 
 STATE_FILE = "lab.json"
 LOCK_FILE = "lab.lock"
@@ -29,10 +34,14 @@ class LabStateError(RuntimeError):
 @dataclass
 class ProcessRecord:
     name: str
-    kind: str  # links | app | balancer
+    kind: str  # links | app | balancer | controller
     pid: int
     log: str
     port: int | None = None
+    # What proves that `pid` is still the process the lab started: its start time (psutil's create_time,
+    # seconds since the epoch) and its command line. None/empty: unknown, so it is never signalled.
+    started: float | None = None
+    cmdline: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -44,6 +53,8 @@ class LabState:
     plan: dict[str, Any]
     processes: list[ProcessRecord] = field(default_factory=list)
     secret_key: str = ""
+    # Sent by every client of the links' and balancer's control endpoints (movr.lab.control).
+    control_token: str = ""
     database: str = "movr"
     started_at: float = 0.0
     # Survival goals only (movr.lab.survival): current primaries, faults and the controller's decisions.
@@ -62,6 +73,16 @@ class LabState:
     def links_control_port(self) -> int:
         return int(self.plan["links_control_port"])
 
+    @property
+    def passfile(self) -> Path:
+        return lab_passfile(self.run_dir)
+
+    def dsn(self, port: int, database: str | None = None, **params: object) -> str:
+        """A conninfo for the server (or link) on `port`, as the lab's superuser, its password from the passfile."""
+        from movr.lab.pgserver import conninfo
+
+        return conninfo(port, self.passfile, database or self.database, **params)
+
     def server_dsn(self, region: str, via_link: str | None = None) -> str:
         """A server's conninfo: direct (administration, bulk loads) or through a named link.
 
@@ -72,7 +93,7 @@ class LabState:
             port = self.primary_port(region)
         else:
             port = next(link["listen_port"] for link in self.plan["links"] if link["name"] == via_link)
-        return f"host=127.0.0.1 port={port} user=postgres dbname={self.database}"
+        return self.dsn(port)
 
     def primary_port(self, region: str) -> int:
         """The port of the server that is primary for `region`'s data now."""
@@ -116,6 +137,7 @@ class LabState:
             "plan": self.plan,
             "processes": [vars(p) for p in self.processes],
             "secret_key": self.secret_key,
+            "control_token": self.control_token,
             "database": self.database,
             "started_at": self.started_at,
         }
@@ -143,6 +165,7 @@ class LabState:
                 plan=data["plan"],
                 processes=[ProcessRecord(**p) for p in data.get("processes", [])],
                 secret_key=data.get("secret_key", ""),
+                control_token=data.get("control_token", ""),
                 database=data.get("database", "movr"),
                 started_at=float(data.get("started_at", 0)),
                 survival=data.get("survival", {}),
@@ -168,6 +191,26 @@ class LabState:
             change(state)
             state.write()
             return state
+
+
+def lab_passfile(run_dir: Path) -> Path:
+    """The lab's PostgreSQL passfile: one password for every server of the lab."""
+    from movr.lab.pgserver import PASSFILE_NAME
+
+    return Path(run_dir).resolve() / PASSFILE_NAME
+
+
+def lab_server(run_dir: Path, server: Mapping[str, Any]) -> PostgresServer:
+    """The lab's PostgreSQL server described by `server` (its name and port, from the plan or a survival
+    layout): in servers/<name>/ under the run directory, with the lab's passfile."""
+    from movr.lab.pgserver import PostgresServer
+
+    return PostgresServer(
+        name=server["name"],
+        base_dir=Path(run_dir) / "servers" / server["name"],
+        port=int(server["port"]),
+        passfile=lab_passfile(run_dir),
+    )
 
 
 @contextlib.contextmanager

@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from typing import Any
 
-import psutil
 import psycopg
 
-from movr.lab.state import LabState
+from movr.lab import control
+from movr.lab.state import LabState, lab_server
 
 
 def collect_status(state: LabState) -> dict[str, Any]:
     from movr.lab.links import fetch_counters
-    from movr.lab.pgserver import PostgresServer
+    from movr.lab.supervisor import is_alive
 
     try:
-        counters = fetch_counters(state.links_control_port)
+        counters = fetch_counters(state.links_control_port, token=state.control_token)
     except OSError:
         counters = {}
     servers = []
     for region, server in state.plan["servers"].items():
-        pg = PostgresServer(
-            name=server["name"], base_dir=state.run_dir / "servers" / server["name"], port=server["port"]
-        )
+        pg = lab_server(state.run_dir, server)
         servers.append(
             {
                 "name": server["name"],
@@ -41,7 +36,8 @@ def collect_status(state: LabState) -> dict[str, Any]:
         "preset": state.preset.name,
         "scale": state.scale,
         "balancer_url": state.balancer_url,
-        "processes": [{**vars(p), "alive": psutil.pid_exists(p.pid)} for p in state.processes],
+        # Alive: the recorded pid still runs what the lab started there (not whatever reused it).
+        "processes": [{**vars(p), "alive": is_alive(p)} for p in state.processes],
         "servers": servers,
         "links": [{**link, "counters": counters.get(link["name"], {})} for link in state.plan["links"]],
         "balancer": _balancer_status(state),
@@ -65,7 +61,6 @@ def _in_doubt(state: LabState, region: str) -> int | None:
 def _survival_status(state: LabState) -> dict[str, Any]:
     """Survival goals only: each group's primary now, its standbys as the primary sees them, and the recent
     faults and controller decisions. Absent for a lab without a survival goal."""
-    from movr.lab.pgserver import PostgresServer
     from movr.lab.standbys import replication_status
     from movr.lab.survival import current_primaries, layout_of, sync_standby_names
 
@@ -77,14 +72,16 @@ def _survival_status(state: LabState) -> dict[str, Any]:
     for group, info in layout["groups"].items():
         primary = primaries[group]
         try:
-            replication = {r["application_name"]: r for r in replication_status(layout["servers"][primary]["port"])}
+            replication = {
+                r["application_name"]: r for r in replication_status(layout["servers"][primary]["port"], state.passfile)
+            }
             reachable = True
         except Exception:  # a lost primary: report it, do not fail the status
             replication, reachable = {}, False
         members = []
         for name in info["members"]:
             server = layout["servers"][name]
-            pg = PostgresServer(name=name, base_dir=state.run_dir / "servers" / name, port=server["port"])
+            pg = lab_server(state.run_dir, server)
             seen = replication.get(server["app_name"], {})
             members.append(
                 {
@@ -128,7 +125,6 @@ def _survival_status(state: LabState) -> dict[str, Any]:
 
 def _balancer_status(state: LabState) -> dict[str, Any]:
     try:
-        with urllib.request.urlopen(f"{state.balancer_url}/_balancer/status", timeout=3) as response:
-            return json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError):
+        return control.call(f"{state.balancer_url}/_balancer/status", state.control_token, timeout=3)
+    except (OSError, ValueError):
         return {"reachable": False}

@@ -4,6 +4,13 @@
 replication (multi), the standbys of a survival goal, one app server per region, the balancer, and (survival
 goals only) the failover controller; if any step fails it stops what it started. `lab_down` stops everything
 the state file names, then any postgres left under the run dir (standbys included).
+
+A lab trusts nothing it did not start. A recorded pid is signalled only while it still runs the process the
+lab started - same start time, same command line (`stop_process_tree`, the one place that signals them);
+after a crash or a reboot the pid may belong to anything, and that is skipped, and said. PostgreSQL servers are
+found and proven by their data directory (movr.lab.pgserver). The run directory is 0700, the state file
+(session secret, control token) and the PostgreSQL passfile 0600; the control endpoints want the token
+(movr.lab.control), the servers the password (scram-sha-256 over TCP).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -26,10 +34,11 @@ import psutil
 import psycopg
 
 from movr.geo import Preset
+from movr.lab import control
 from movr.lab.layout import LabPlan, Topology, link_name, plan_lab
 from movr.lab.links import dump_specs
-from movr.lab.pgserver import LAB_DEFAULTS, PostgresServer, stop_stray_servers
-from movr.lab.state import LabState, LabStateError, ProcessRecord
+from movr.lab.pgserver import LAB_DEFAULTS, stop_stray_servers, write_passfile
+from movr.lab.state import LabState, LabStateError, ProcessRecord, lab_passfile, lab_server
 from movr.lab.survival import SurvivalOptions, plan_survival
 from movr.placement.spec import SpecError
 from movr.store.regional import DIRECTORY_DDL
@@ -40,6 +49,13 @@ DATABASE = "movr"
 RUN_DIR_MARKER = "MOVR_LAB_RUN_DIR"
 READY_TIMEOUT = 60.0
 Say = Callable[[str], None]
+# psutil's create_time adds the boot time, which moves when the wall clock is stepped: allow a little of that.
+# (A pid reused within a second by a process with the very same command line is as good as the lab's own.)
+_START_TIME_SLACK_S = 1.0
+
+
+def _on_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 class LabError(RuntimeError):
@@ -73,10 +89,12 @@ def lab_up(
     if existing is not None:
         raise LabError(f"a lab is already running in {run_dir}; stop it with 'movr lab down'")
     run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.chmod(0o700)  # logs, configurations, state: the lab's user's only (root adds o+x: pgserver)
     # A lab starts from empty servers: data left by an earlier lab in this run dir belongs to that lab.
     stop_stray_servers(run_dir)
     shutil.rmtree(run_dir / "servers", ignore_errors=True)
     (run_dir / "logs").mkdir(exist_ok=True)
+    write_passfile(lab_passfile(run_dir))  # a new password per lab, for every server of it
     plan = plan_lab(preset, topology, scale, preset_source)
     if survival is not None:
         if topology != "multi":
@@ -96,6 +114,7 @@ def lab_up(
         scale,
         plan.as_dict(),
         secret_key=secrets.token_hex(32),
+        control_token=control.new_token(),
         database=DATABASE,
         started_at=time.time(),
     )
@@ -127,19 +146,10 @@ def lab_up(
     return LabState.read(run_dir) if survival is not None else state
 
 
-def _server(run_dir: Path, plan_server) -> PostgresServer:
-    name, port = (
-        (plan_server.name, plan_server.port)
-        if hasattr(plan_server, "name")
-        else (plan_server["name"], plan_server["port"])
-    )
-    return PostgresServer(name=name, base_dir=run_dir / "servers" / name, port=port)
-
-
 def _start_servers(run_dir: Path, plan: LabPlan, preset: Preset, say: Say) -> None:
     for region, server_plan in plan.servers.items():
         say(f"PostgreSQL 18 for {region} on 127.0.0.1:{server_plan.port}")
-        server = _server(run_dir, server_plan)
+        server = lab_server(run_dir, {"name": server_plan.name, "port": server_plan.port})
         # Commits are local by default; only GLOBAL writes ask to wait for the other regions. A survival
         # goal adds the settings standbys, rewinds and failovers need (its quorum is set once they stream).
         survival_settings = plan.extra.get("survival", {}).get("server_settings", {})
@@ -153,10 +163,11 @@ def _start_servers(run_dir: Path, plan: LabPlan, preset: Preset, say: Say) -> No
             conn.execute(DECISIONS_DDL)
 
 
-def _spawn(
-    state: LabState, name: str, kind: str, argv: list[str], port: int | None, env: dict[str, str] | None = None
-) -> subprocess.Popen:
-    log_path = state.run_dir / "logs" / f"{name}.log"
+def _launch(
+    run_dir: Path, name: str, kind: str, argv: list[str], port: int | None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, ProcessRecord]:
+    """Start a lab process, and the record that will prove it is still this process (start time, argv)."""
+    log_path = run_dir / "logs" / f"{name}.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             argv,
@@ -165,21 +176,44 @@ def _spawn(
             stdin=subprocess.DEVNULL,
             # The marker lets processes_left find this process and its children by the run directory even
             # when neither their command line nor their working directory names it (app servers).
-            env={**os.environ, **(env or {}), RUN_DIR_MARKER: str(state.run_dir.resolve())},
+            env={**os.environ, **(env or {}), RUN_DIR_MARKER: str(run_dir.resolve())},
             start_new_session=True,  # Ctrl-C reaches us, and we stop children in order
         )
-    state.processes.append(ProcessRecord(name, kind, process.pid, str(log_path), port))
+    try:
+        started: float | None = psutil.Process(process.pid).create_time()  # our unreaped child: still its pid
+    except psutil.NoSuchProcess:
+        started = None
+    return process, ProcessRecord(name, kind, process.pid, str(log_path), port, started, list(argv))
+
+
+def _spawn(
+    state: LabState, name: str, kind: str, argv: list[str], port: int | None, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    process, record = _launch(state.run_dir, name, kind, argv, port, env)
+    state.processes.append(record)
     state.write()
     return process
 
 
-def _wait_http(url: str, process: subprocess.Popen, name: str, log: Path, timeout: float = READY_TIMEOUT) -> None:
+def _control_env(state: LabState) -> dict[str, str]:
+    """The environment that hands a control endpoint its token (a command line is readable by every user)."""
+    return {control.TOKEN_ENV: state.control_token}
+
+
+def _wait_http(
+    url: str,
+    process: subprocess.Popen,
+    name: str,
+    log: Path,
+    timeout: float = READY_TIMEOUT,
+    headers: dict[str, str] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise LabError(f"{name} exited with status {process.returncode}; its log:\n{_tail(log)}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2) as response:
                 if response.status < 500:
                     return
         except (urllib.error.URLError, OSError):
@@ -213,9 +247,14 @@ def _start_links(state: LabState, plan: LabPlan, say: Say) -> None:
             str(plan.links_control_port),
         ],
         plan.links_control_port,
+        _control_env(state),
     )
     _wait_http(
-        f"http://127.0.0.1:{plan.links_control_port}/links", process, "links", state.run_dir / "logs" / "links.log"
+        f"http://127.0.0.1:{plan.links_control_port}/links",
+        process,
+        "links",
+        state.run_dir / "logs" / "links.log",
+        headers={control.TOKEN_HEADER: state.control_token},
     )
 
 
@@ -233,7 +272,8 @@ def _replicate_global_tables(state: LabState, plan: LabPlan, preset: Preset, say
         name = subscription_name(region)
         names.append(name)
         link = plan.link("repl", region, primary_server.name)
-        source = f"host=127.0.0.1 port={link.listen_port} user=postgres dbname={DATABASE}"
+        # Read by the subscriber server itself, as its OS user: the passfile is theirs (pgserver.write_passfile).
+        source = state.dsn(link.listen_port, DATABASE)
         with psycopg.connect(state.server_dsn(region), autocommit=True) as conn:
             conn.execute(
                 psycopg.sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION movr_global").format(
@@ -316,8 +356,7 @@ def _app_env(state: LabState, plan: LabPlan, preset: Preset, region: str) -> dic
     }
     if plan.topology == "multi":
         urls = {
-            server_region: "postgresql://postgres@127.0.0.1:"
-            f"{plan.link('app', region, server.name).listen_port}/{DATABASE}"
+            server_region: state.dsn(plan.link("app", region, server.name).listen_port, DATABASE)
             for server_region, server in plan.servers.items()
         }
         env["MOVR_REGION_DATABASE_URLS"] = json.dumps(urls)
@@ -328,9 +367,7 @@ def _app_env(state: LabState, plan: LabPlan, preset: Preset, region: str) -> dic
                 env["MOVR_DIRECTORY_REGIONS"] = json.dumps(layout["directory_regions"])
     else:
         server = plan.servers[preset.primary_region]
-        env["MOVR_DATABASE_URL"] = (
-            f"postgresql://postgres@127.0.0.1:{plan.link('app', region, server.name).listen_port}/{DATABASE}"
-        )
+        env["MOVR_DATABASE_URL"] = state.dsn(plan.link("app", region, server.name).listen_port, DATABASE)
         env["MOVR_DATABASE_WAN"] = "1" if region != preset.primary_region else "0"
     return env
 
@@ -387,23 +424,21 @@ def restart_app_server(run_dir: Path, region: str, timeout: float = READY_TIMEOU
     apps = plan.extra.get("apps", {"workers": 2, "threads": 1})
     port = plan.app_ports[region]
     name = f"app-{region}"
-    log_path = state.run_dir / "logs" / f"{name}.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            _app_argv(state, region, port, apps["workers"], apps["threads"]),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **_app_env(state, plan, state.preset, region)},
-            start_new_session=True,
-        )
+    process, started = _launch(
+        state.run_dir,
+        name,
+        "app",
+        _app_argv(state, region, port, apps["workers"], apps["threads"]),
+        port,
+        _app_env(state, plan, state.preset, region),
+    )
 
     def record(current: LabState) -> None:
         current.processes = [p for p in current.processes if p.name != name]
-        current.processes.append(ProcessRecord(name, "app", process.pid, str(log_path), port))
+        current.processes.append(started)
 
     LabState.update(state.run_dir, record)
-    _wait_http(f"http://127.0.0.1:{port}/healthz", process, f"app server {region}", log_path, timeout)
+    _wait_http(f"http://127.0.0.1:{port}/healthz", process, f"app server {region}", Path(started.log), timeout)
     return process.pid
 
 
@@ -425,17 +460,24 @@ def _start_balancer(state: LabState, plan: LabPlan, say: Say) -> None:
         "balancer",
         [sys.executable, "-m", "movr.lab.balancer", "--config", str(config_path), "--port", str(plan.balancer_port)],
         plan.balancer_port,
+        _control_env(state),
     )
     _wait_http(
         f"http://127.0.0.1:{plan.balancer_port}/_balancer/status",
         process,
         "balancer",
         state.run_dir / "logs" / "balancer.log",
+        headers={control.TOKEN_HEADER: state.control_token},
     )
 
 
-def lab_down(run_dir: Path, timeout: float = 10.0) -> list[str]:
-    """Stop everything; idempotent, and thorough even when the state file is gone or stale."""
+def lab_down(run_dir: Path, timeout: float = 10.0, say: Say = _on_stderr) -> list[str]:
+    """Stop everything; idempotent, and thorough even when the state file is gone or stale.
+
+    Recorded processes are stopped only while they are still what the lab started; each one skipped is
+    said (one line to `say`, stderr by default). Then whatever still carries this lab's marker (started for
+    it, by a state file that no longer names it) and every PostgreSQL server under the run directory.
+    """
     run_dir = run_dir.resolve()
     stopped: list[str] = []
     try:
@@ -444,17 +486,39 @@ def lab_down(run_dir: Path, timeout: float = 10.0) -> list[str]:
         state = None
     if state is not None:
         for record in reversed(state.processes):
-            if stop_process_tree(record.pid, timeout):
+            if stop_process_tree(record, timeout, say=say):
                 stopped.append(record.name)
         for server in state.plan.get("servers", {}).values():
-            pg = _server(run_dir, server)
+            pg = lab_server(run_dir, server)
             if pg.is_running():
                 pg.stop(timeout=timeout)
                 stopped.append(server["name"])
-    for data_dir in stop_stray_servers(run_dir):
+    for process in _started_for(run_dir):
+        if _stop_family(process, timeout, signal.SIGTERM):
+            stopped.append(f"pid {process.pid} (started for this lab, not in its state file)")
+    for data_dir in stop_stray_servers(run_dir, timeout):
         stopped.append(str(data_dir))
     LabState.remove(run_dir)
     return stopped
+
+
+def _started_for(run_dir: Path) -> list[psutil.Process]:
+    """Live processes the lab started for `run_dir`: RUN_DIR_MARKER in their environment (their children
+    inherit it). Never this process or its ancestors."""
+    marker = str(Path(run_dir).resolve())
+    ours = {os.getpid(), *(parent.pid for parent in psutil.Process().parents())}
+    found = []
+    for process in psutil.process_iter(["environ"]):
+        try:
+            if (
+                process.pid not in ours
+                and (process.info["environ"] or {}).get(RUN_DIR_MARKER) == marker
+                and process.status() != psutil.STATUS_ZOMBIE
+            ):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
 
 
 def processes_left(run_dir: Path) -> list[psutil.Process]:
@@ -474,37 +538,106 @@ def processes_left(run_dir: Path) -> list[psutil.Process]:
     return found
 
 
-def is_alive(pid: int) -> bool:
-    """Is the process running (a zombie, dead but not yet reaped, is not)?"""
+def prove(record: ProcessRecord) -> tuple[psutil.Process | None, str | None]:
+    """Is `record.pid` still the process the lab started? (process, None) if so - signal only that object:
+    psutil refuses to signal it once its pid is reused; (None, None) if nothing runs there any more;
+    (None, why) if something else does, or if the record holds no proof (a state file from an older lab)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
+        process = psutil.Process(record.pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None, None
+        started, cmdline = process.create_time(), _cmdline(process)
+    except psutil.NoSuchProcess:  # a zombie too, on some calls
+        return None, None
+    except psutil.AccessDenied:
+        return None, "it belongs to another user"
+    if record.started is None or not record.cmdline:
+        return None, "the state file does not record its start time and command line"
+    if cmdline != record.cmdline:
+        return None, f"it runs {shlex.join(cmdline)!r}, not what the lab started"
+    if abs(started - record.started) > _START_TIME_SLACK_S:
+        return None, f"it runs the same command, but started at {_clock(started)}, not {_clock(record.started)}"
+    return process, None
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def _cmdline(process: psutil.Process, settle: float = 1.0) -> list[str]:
+    """The process's command line. Empty only for a moment while it execs (the kernel sets the new one up
+    after the old is gone): read again until it shows, rather than take a lab process for a stranger."""
+    deadline = time.monotonic() + settle
+    while not (cmdline := process.cmdline()) and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling the exec, not distance
+    return cmdline
+
+
+def is_alive(record: ProcessRecord) -> bool:
+    """Does the recorded process still run (a zombie does not; nor does whatever reused its pid)?"""
+    return prove(record)[0] is not None
+
+
+def stop_process_tree(
+    record: ProcessRecord, timeout: float, first: signal.Signals = signal.SIGTERM, say: Say = _on_stderr
+) -> bool:
+    """The one place that signals a recorded process: prove it (`prove`), then send `first` to it and its
+    children (SIGTERM: a clean stop; SIGKILL: a crash, for fault drills), then SIGKILL what is left after
+    `timeout`. False when it was already gone, or is not the lab's any more (skipped, and said to `say`)."""
+    process, foreign = prove(record)
+    if process is None:
+        if foreign is not None:
+            say(f"skipped {record.name} (pid {record.pid}): {foreign}; not signalled")
         return False
+    return _stop_family(process, timeout, first)
 
 
-def stop_process_tree(pid: int, timeout: float, first: signal.Signals = signal.SIGTERM) -> bool:
-    """Send `first` to a process and its children (SIGTERM: a clean stop; SIGKILL: a crash, for fault drills),
-    then SIGKILL what is left after `timeout`. False when the process was already gone."""
+def _stop_family(process: psutil.Process, timeout: float, first: signal.Signals) -> bool:
     try:
-        process = psutil.Process(pid)
         family = [*process.children(recursive=True), process]
     except psutil.NoSuchProcess:
         return False
     for member in family:
         with contextlib.suppress(psutil.NoSuchProcess):
             member.send_signal(first)
-    _, alive = psutil.wait_procs(family, timeout=timeout)
-    for member in alive:
+    for member in _wait_gone(family, timeout):
         with contextlib.suppress(psutil.NoSuchProcess):
             member.kill()
-    psutil.wait_procs(alive, timeout=timeout)
+    _wait_gone(family, timeout)
     return True
+
+
+def _wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until every process has exited (reaping our own children); those still running after `timeout`.
+
+    A zombie counts as gone: when another process started it (`lab up --no-serve` in an earlier command, then
+    `lab down`) only that parent can reap it, and waiting for that would only run out the timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [process for process in processes if not _exited(process)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)  # polling for an exit, not distance
+
+
+def _exited(process: psutil.Process) -> bool:
+    try:
+        process.wait(timeout=0)  # reaps it if it is our child
+        return True
+    except psutil.TimeoutExpired:
+        try:
+            return process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+    except psutil.NoSuchProcess:
+        return True
 
 
 def link_counters(state: LabState) -> dict[str, dict[str, int]]:
     from movr.lab.links import fetch_counters
 
-    return fetch_counters(state.links_control_port)
+    return fetch_counters(state.links_control_port, token=state.control_token)
 
 
 __all__ = ["LabError", "SurvivalOptions", "lab_down", "lab_up", "link_counters", "link_name", "restart_app_server"]
