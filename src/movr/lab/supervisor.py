@@ -47,6 +47,8 @@ from movr.store.twophase import DECISIONS_DDL
 
 DATABASE = "movr"
 RUN_DIR_MARKER = "MOVR_LAB_RUN_DIR"
+ADDRESS_RATE_LIMITS = ("MOVR_LOGIN_RATE_LIMIT", "MOVR_SIGNUP_RATE_LIMIT")
+LAB_ADDRESS_RATE_LIMIT = "100000/minute"
 READY_TIMEOUT = 60.0
 Say = Callable[[str], None]
 # psutil's create_time adds the boot time, which moves when the wall clock is stepped: allow a little of that.
@@ -353,6 +355,10 @@ def _app_env(state: LabState, plan: LabPlan, preset: Preset, region: str) -> dic
         "MOVR_SECRET_KEY": state.secret_key,
         "MOVR_TOPOLOGY": plan.topology,
         "MOVR_PROXY_HOPS": "1",  # the balancer is the one trusted proxy (client IPs for log-in limits)
+        # Every lab client comes from loopback, so a per-address budget would be one budget for the whole
+        # world: the lab's is sized for load tests (set either variable before `lab up` to choose another).
+        # The per-username failed log-in limit lives in the database and holds as in production.
+        **{name: os.environ.get(name, LAB_ADDRESS_RATE_LIMIT) for name in ADDRESS_RATE_LIMITS},
     }
     if plan.topology == "multi":
         urls = {
