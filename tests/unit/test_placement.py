@@ -58,6 +58,7 @@ def test_defaults_come_from_the_preset():
         "users": TablePlacement("users", "regional_by_row", "computed"),
         "vehicles": TablePlacement("vehicles", "regional_by_row", "computed"),
         "rides": TablePlacement("rides", "regional_by_row", "computed"),
+        "idempotency_keys": TablePlacement("idempotency_keys", "regional_by_row", "computed"),
         "promo_codes": TablePlacement("promo_codes", "global"),
     }
 

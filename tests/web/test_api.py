@@ -67,10 +67,10 @@ def test_journey_through_the_api(visitor, counts):
     assert [u["username"] for u in users] == ["ada"] and "email" not in users[0]
 
     assert v.api("DELETE", f"/vehicles/rome/{vehicle_id}").status_code == 204
-    assert v.api("DELETE", "/sessions").status_code == 204
-    assert v.api("DELETE", "/users/me").status_code == 204  # the bearer token still says who
+    assert v.api("DELETE", "/users/me").status_code == 204
     assert counts()["users"] == 0
-    assert error_of(v.api("GET", "/users/me")) == (404, "unknown_user")
+    assert error_of(v.api("GET", "/users/me")) == (401, "session_ended")  # a removed account's token is refused
+    assert v.api("DELETE", "/sessions").status_code == 204
 
 
 def test_framework_errors_are_json_too(visitor):
@@ -202,8 +202,9 @@ def test_openapi_document_describes_every_endpoint_and_its_errors(visitor):
     paths = spec["paths"]
     assert all(path.startswith("/api/v1/") for path in paths), "pages, health and metrics are not in the API"
     operations = {(method.upper(), path) for path, ops in paths.items() for method in ops}
-    assert len(operations) == 15
+    assert len(operations) == 16
     assert ("PATCH", "/api/v1/rides/{city}/{ride_id}") in operations
+    assert ("DELETE", "/api/v1/users/me/sessions") in operations
     error_ref = {"$ref": "#/components/schemas/HTTPError"}
     for path, ops in paths.items():
         for method, op in ops.items():

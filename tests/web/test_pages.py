@@ -270,8 +270,9 @@ def test_removed_account_session_finds_no_user(visitor, counts):
     gone = first.post("/profile/remove", {"confirm": "ada"})
     assert gone.status_code == 303 and counts()["users"] == 0
     assert first.get("/profile").status_code == 302  # logged out
-    stale = second.post("/vehicles/new", {"type": "bike"})
-    assert stale.status_code == 404 and "home city" in html(stale)
+    stale = second.post("/vehicles/new", {"type": "bike"})  # every session of a removed account has ended
+    assert stale.status_code == 303 and stale.headers["Location"].startswith("/login")
+    assert counts()["vehicles"] == 0 and second.get("/profile").status_code == 302
 
 
 class BrokenBackend(Backend):
@@ -340,5 +341,8 @@ def test_every_domain_error_has_its_status_and_a_friendly_message(kind):
     message = api.get_json()["error"]["message"]
     assert message[0].isupper() and message.endswith(".") and "10.1.2.3" not in message
     page = client.get("/_fail")
+    if kind.code == "session_ended":  # a page asks to log in again
+        assert page.status_code == 303 and page.headers["Location"] == "/login?next=/_fail"
+        return
     assert page.status_code == kind.status and page.mimetype == "text/html"
     assert message.replace("'", "&#39;") in html(page) and "10.1.2.3" not in html(page)

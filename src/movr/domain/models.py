@@ -14,6 +14,8 @@ import datetime as dt
 import uuid
 
 from sqlalchemy import (
+    ARRAY,
+    BigInteger,
     CheckConstraint,
     DateTime,
     ForeignKeyConstraint,
@@ -24,6 +26,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 VEHICLE_TYPES = ("bike", "scooter", "skateboard")
@@ -45,8 +48,21 @@ class User(Base):
     last_name: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     email: Mapped[str] = mapped_column(String(254), nullable=False, default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Sessions (movr.store.actions.Session): a signed session or token names the epoch it was issued in
+    # and its own id; every action on the user's rows checks both against this row, in its own statement.
+    # Log out everywhere bumps the epoch; log-out adds the id to ended_sessions (ids of sessions that
+    # expired anyway are pruned).
+    session_epoch: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    ended_sessions: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), nullable=False, server_default=text("'{}'"))
+    # Failed log-ins in the window that started at failed_since: read by the log-in statement itself.
+    failed_logins: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    failed_since: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("users_username_key", "username", unique=True),)
+    __table_args__ = (
+        Index("users_username_key", "username", unique=True),
+        # Usernames ignore case (movr.domain.rules.canonical_username): stored in lower case only.
+        CheckConstraint("username = lower(username)", name="users_username_lower_check"),
+    )
 
 
 class Vehicle(Base):
@@ -115,5 +131,30 @@ class PromoCode(Base):
     __table_args__ = (CheckConstraint("discount_percent BETWEEN 1 AND 100", name="promo_codes_discount_check"),)
 
 
-REGIONAL_TABLES = ("users", "vehicles", "rides")
+class IdempotencyKey(Base):
+    """The first answer to a write sent with an `Idempotency-Key` (movr.store.actions), kept a day so that a
+    retry gets it again instead of writing twice. Written in the same statement as the write, and homed
+    like the row it wrote: in the city of the user, vehicle or ride (REGIONAL BY ROW)."""
+
+    __tablename__ = "idempotency_keys"
+
+    city: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Whose key: the requesting user's id, or "signup" for a sign-up (a key per city then).
+    scope: Mapped[str] = mapped_column(String(36), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # The user the answer is about: it goes with their account.
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    # The action and a digest of its input: the same key sent with another request is refused.
+    request: Mapped[str] = mapped_column(String(96), nullable=False)
+    answer: Mapped[dict] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        ForeignKeyConstraint(["city", "user_id"], ["users.city", "users.id"], ondelete="CASCADE"),
+        Index("idempotency_keys_user_idx", "city", "user_id"),
+        Index("idempotency_keys_expiry_idx", "city", "created_at"),
+    )
+
+
+REGIONAL_TABLES = ("users", "vehicles", "rides", "idempotency_keys")
 GLOBAL_TABLES = ("promo_codes",)

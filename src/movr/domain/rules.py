@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
 import uuid
+from dataclasses import dataclass
 
 from movr.domain.errors import InvalidInput
 from movr.domain.models import VEHICLE_TYPES
@@ -18,9 +20,44 @@ EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}$")
 
 
 def check_username(username: str) -> str:
+    """A valid username in its canonical form (see canonical_username)."""
     if not isinstance(username, str) or not USERNAME_RE.match(username):
         raise InvalidInput("a username is 3 to 32 letters, digits, '.', '_' or '-'")
-    return username
+    return canonical_username(username)
+
+
+def canonical_username(username: str) -> str:
+    """Usernames ignore case: `Mallory` and `mallory` are one name, stored (and hashed to its directory
+    region in the lab) in lower case, so a plain unique index keeps them unique. ASCII only (USERNAME_RE),
+    so Python's and SQL's lower() agree."""
+    return username.lower()
+
+
+# --- sessions ------------------------------------------------------------------------------------------
+# A session id carries the second it was issued in its high bits, so that ids of sessions that have
+# expired anyway can be pruned by comparison alone (no timestamp stored beside them).
+SESSION_ID_RANDOM_BITS = 20
+
+
+def new_session_id(issued_at: float) -> int:
+    return (int(issued_at) << SESSION_ID_RANDOM_BITS) | secrets.randbits(SESSION_ID_RANDOM_BITS)
+
+
+def session_issued_at(session_id: int) -> int:
+    return session_id >> SESSION_ID_RANDOM_BITS
+
+
+def first_session_id_since(moment: float) -> int:
+    """The smallest id of a session issued at or after `moment`."""
+    return int(moment) << SESSION_ID_RANDOM_BITS
+
+
+@dataclass(frozen=True)
+class LoginLimit:
+    """Failed log-ins allowed per username within `window_s` seconds, counted on the user's row."""
+
+    failures: int = 10
+    window_s: int = 900
 
 
 def check_password(password: str) -> str:

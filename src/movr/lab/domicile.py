@@ -6,7 +6,8 @@ under PLACEMENT RESTRICTED). The audit does not trust that layout: it reads ever
 and hot standbys alike - and counts, per table and city, the rows it holds. A row of a city whose home region
 does not allow the server's region is a violation.
 
-Audited: every table with a `city` column - users, vehicles, rides (REGIONAL BY ROW) and the lab's
+Audited: every table with a `city` column - users, vehicles, rides, idempotency_keys (REGIONAL BY ROW: the
+stored answers to retried writes are personal data too) and the lab's
 `username_directory` (the global-uniqueness index: its entries name a user and a city, so they are personal
 data too; under domiciling the lab homes them only in regions every city allows). GLOBAL tables (promo_codes)
 are stored in every region by definition and carry no city. A server that is down cannot be read: it is
@@ -23,7 +24,7 @@ import psycopg
 from movr.lab.state import LabState
 from movr.lab.survival import layout_of, server_index
 
-AUDITED_TABLES = ("users", "vehicles", "rides", "username_directory")
+AUDITED_TABLES = ("users", "vehicles", "rides", "idempotency_keys", "username_directory")
 
 
 @dataclass

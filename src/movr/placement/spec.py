@@ -83,6 +83,8 @@ DEFAULT_LOCALITIES: dict[str, Locality] = {
     "users": "regional_by_row",
     "vehicles": "regional_by_row",
     "rides": "regional_by_row",
+    # Kept with the row a write created (its city), so a retry and its first answer share a home.
+    "idempotency_keys": "regional_by_row",
     "promo_codes": "global",
 }
 

@@ -23,10 +23,27 @@ from movr.domain.models import GLOBAL_TABLES, REGIONAL_TABLES
 from movr.geo import Preset
 from movr.store import stats
 from movr.store.transaction import run_transaction
-from movr.store.work import Rows, Statement, Work
+from movr.store.work import Isolation, Rows, Statement, Work
 
 ALL_TABLES = (*REGIONAL_TABLES, *GLOBAL_TABLES)
 T = TypeVar("T")
+
+# Set on every connection of every pool when it opens (libpq `options`: no round trip of its own), so
+# nothing waits without bound: a statement, a wait for a row lock (e.g. a username held by a two-phase
+# commit whose coordinator died, until a resolver finishes it: the sign-up is told at once instead), or a
+# transaction its client abandoned while holding locks. A lock wait that long is never a healthy one:
+# holders commit within a few WAN round trips.
+SESSION_TIMEOUTS = {
+    "statement_timeout": "30s",
+    "lock_timeout": "2s",
+    "idle_in_transaction_session_timeout": "60s",
+}
+
+
+def session_options(extra: str | None = None) -> str:
+    """The libpq `options` that set SESSION_TIMEOUTS (and `extra` settings) on a new connection."""
+    timeouts = " ".join(f"-c {name}={value}" for name, value in SESSION_TIMEOUTS.items())
+    return f"{timeouts} {extra}" if extra else timeouts
 
 
 class Backend(abc.ABC):
@@ -95,9 +112,12 @@ class ServerPool:
         self.wan = wan
         self.max_size = max_size
         # Prepared on first use: every statement of a request is one of a few dozen the app knows.
-        kwargs: dict = {"autocommit": True, "row_factory": dict_row, "prepare_threshold": 0}
-        if options:
-            kwargs["options"] = options
+        kwargs: dict = {
+            "autocommit": True,
+            "row_factory": dict_row,
+            "prepare_threshold": 0,
+            "options": session_options(options),
+        }
         self.pool = ConnectionPool(
             conninfo,
             min_size=1,
@@ -120,7 +140,7 @@ class ServerPool:
         """
         for _ in range(self.max_size + 1):
             conn = self.pool.getconn()
-            if _closed_by_peer(conn):
+            if closed_by_peer(conn):
                 conn.close()
                 self.pool.putconn(conn)  # a closed connection is discarded and replaced by the pool
                 continue
@@ -135,23 +155,34 @@ class ServerPool:
     def wait_ready(self, timeout: float) -> None:
         self.pool.wait(timeout=timeout)
 
-    def execute(self, action: str, statements: Sequence[Statement]) -> list[Rows]:
+    def execute(self, action: str, statements: Sequence[Statement], isolation: Isolation | None = None) -> list[Rows]:
         """The statements as one transaction, in one round trip."""
-        return self._run(action, statements, None if len(statements) == 1 else "COMMIT")
+        alone = len(statements) == 1 and isolation is None
+        return self._run(action, statements, None if alone else "COMMIT", isolation)
 
     def prepare(self, gid: str, action: str, statements: Sequence[Statement]) -> list[Rows]:
         """Phase one of a two-phase commit: run the statements and PREPARE, in one round trip."""
         return self._run(action, statements, sql.SQL("PREPARE TRANSACTION {}").format(sql.Literal(gid)))
 
-    def _run(self, action: str, statements: Sequence[Statement], finish: str | sql.Composed | None) -> list[Rows]:
+    def _run(
+        self,
+        action: str,
+        statements: Sequence[Statement],
+        finish: str | sql.Composed | None,
+        isolation: Isolation | None = None,
+    ) -> list[Rows]:
         def round_trip() -> list[Rows]:
             with self._connection() as conn:
-                return run_pipelined(conn, statements, finish)
+                return run_pipelined(conn, statements, finish, isolation=isolation)
 
         return self._timed(action, len(statements), round_trip)
 
     def execute_deciding(
-        self, action: str, statements: Sequence[Statement], decide: Callable[[list[Rows]], Sequence[Statement] | None]
+        self,
+        action: str,
+        statements: Sequence[Statement],
+        decide: Callable[[list[Rows]], Sequence[Statement] | None],
+        isolation: Isolation | None = None,
     ) -> tuple[list[Rows], bool]:
         """The decision region's part of a two-phase commit (movr.store.twophase): the statements in an open
         transaction (one round trip); then `decide` sees their rows and returns the statements that record
@@ -161,7 +192,9 @@ class ServerPool:
         try:
             with self._connection() as conn:
                 results = self._timed(
-                    action, len(statements), lambda: run_pipelined(conn, statements, None, begin=True)
+                    action,
+                    len(statements),
+                    lambda: run_pipelined(conn, statements, None, begin=True, isolation=isolation),
                 )
                 try:
                     decision = decide(results)
@@ -207,6 +240,8 @@ class ServerPool:
             return
         columns = list(rows[0])
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            # Bulk loading is not a request: it may take longer than any request statement may.
+            cur.execute("SET LOCAL statement_timeout = 0")
             with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                 for number, row in enumerate(rows, 1):
                     copy.write_row([row[c] for c in columns])
@@ -223,11 +258,12 @@ class ServerPool:
         self.pool.close()
 
 
-def _closed_by_peer(conn: psycopg.Connection) -> bool:
+def closed_by_peer(conn: psycopg.Connection) -> bool:
     """Has the server (or a link) closed this idle connection? A local check: no round trip.
 
     An idle connection in autocommit receives nothing unless its peer closed it or is about to (a
-    FATAL message on shutdown), so a readable socket means it must not be used.
+    FATAL message on shutdown), so a readable socket means it must not be used. `ServerPool` and
+    `CockroachBackend`'s pool (on checkout, instead of a pre-ping) both ask it.
     """
     if conn.closed or conn.broken:
         return True
@@ -244,10 +280,12 @@ def run_pipelined(
     finish: str | sql.Composed | None,
     *,
     begin: bool | None = None,
+    isolation: Isolation | None = None,
 ) -> list[Rows]:
     """Run statements in one round trip: alone (autocommit: its own transaction, `finish` None), or
     between BEGIN and `finish` (COMMIT, or PREPARE TRANSACTION for a two-phase commit). `begin` False
     continues a transaction already open; `begin` True with no `finish` leaves the new one open.
+    `isolation` is the new transaction's level, set by its BEGIN (default: the server's, READ COMMITTED).
 
     Always a pipeline: psycopg prepares a statement the first time a connection runs it (server-side
     plans save the parse and plan on every later run), and outside a pipeline that preparation would
@@ -258,7 +296,7 @@ def run_pipelined(
     try:
         with conn.pipeline():
             if begin:
-                conn.execute("BEGIN", prepare=False)
+                conn.execute(BEGIN[isolation], prepare=False)
             for statement in statements:
                 cur = conn.cursor()
                 cur.execute(statement.sql, statement.params)
@@ -276,6 +314,13 @@ def run_pipelined(
             cur.close()
 
 
+BEGIN: dict[Isolation | None, str] = {
+    None: "BEGIN",
+    "repeatable read": "BEGIN ISOLATION LEVEL REPEATABLE READ",
+    "serializable": "BEGIN ISOLATION LEVEL SERIALIZABLE",
+}
+
+
 class PostgresBackend(Backend):
     """One PostgreSQL server homes everything: the `single` and `hybrid` topologies, and tests."""
 
@@ -287,7 +332,7 @@ class PostgresBackend(Backend):
 
     def run(self, work: Work) -> list[Rows]:
         # One server: unique indexes already make claims global, and a search has one place to look.
-        return run_transaction(lambda: self.server.execute(work.action, work.statements))
+        return run_transaction(lambda: self.server.execute(work.action, work.statements, work.isolation))
 
     def ping(self) -> bool:
         try:

@@ -5,7 +5,8 @@ How CockroachDB's multi-region features are realized here (ARCHITECTURE.md, "Sem
   work that names a city goes to that server only.
 - Locality-optimized search: work that names no home (log in by username) runs on the local server
   first, then on every other region's server at once; the first that finds rows answers.
-- Global UNIQUE (usernames): a `username_directory` row homed on a region chosen by a hash of the name,
+- Global UNIQUE (usernames): a `username_directory` row homed on a region chosen by a hash of the name
+  (in its canonical, lower-case form, as users store it),
   written in the same transaction as the user: on one server when the user's region is the directory's,
   else by two-phase commit (one parallel PREPARE round, one COMMIT PREPARED round), whose commit point
   is a decision row committed with the user (movr.store.twophase), so a coordinator that dies midway
@@ -26,6 +27,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from movr.domain.errors import StoreUnavailable
+from movr.domain.rules import canonical_username
 from movr.geo import Preset
 from movr.store import twophase
 from movr.store.backend import Backend, ServerPool
@@ -39,7 +41,14 @@ CREATE TABLE IF NOT EXISTS username_directory (
     user_id uuid NOT NULL
 )
 """
-REGIONAL_TABLES_IN_LAB = ("rides", "vehicles", "users", "username_directory", twophase.DECISIONS_TABLE)
+REGIONAL_TABLES_IN_LAB = (
+    "idempotency_keys",
+    "rides",
+    "vehicles",
+    "users",
+    "username_directory",
+    twophase.DECISIONS_TABLE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +60,15 @@ def directory_region(preset: Preset, value: str, regions: Sequence[str] | None =
     where every city's rows may be stored, so that no directory entry leaves its user's allowed regions.
     """
     regions = sorted(regions or preset.region_names)
-    digest = hashlib.blake2b(value.encode(), digest_size=8).digest()
+    # The canonical form: names that differ only in case are one name, so they share a directory region.
+    digest = hashlib.blake2b(canonical_username(value).encode(), digest_size=8).digest()
     return regions[int.from_bytes(digest, "big") % len(regions)]
 
 
 def claim_statement(claim: UniqueClaim) -> Statement:
     return Statement(
         "INSERT INTO username_directory (username, city, user_id) VALUES (%(username)s, %(city)s, %(user_id)s)",
-        {"username": claim.value, "city": claim.city, "user_id": claim.owner_id},
+        {"username": canonical_username(claim.value), "city": claim.city, "user_id": claim.owner_id},
     )
 
 
@@ -68,7 +78,7 @@ def release_statement(claim: UniqueClaim) -> Statement:
     return Statement(
         "DELETE FROM username_directory WHERE username = %(username)s AND user_id = %(user_id)s"
         " AND NOT EXISTS (SELECT 1 FROM users WHERE city = %(city)s AND id = %(user_id)s)",
-        {"username": claim.value, "city": claim.city, "user_id": claim.owner_id},
+        {"username": canonical_username(claim.value), "city": claim.city, "user_id": claim.owner_id},
     )
 
 
@@ -127,7 +137,7 @@ class RegionalPostgresBackend(Backend):
 
     def _on(self, region: str, work: Work) -> list[Rows]:
         server = self.servers[region]
-        return run_transaction(lambda: server.execute(work.action, work.statements))
+        return run_transaction(lambda: server.execute(work.action, work.statements, work.isolation))
 
     def _search(self, work: Work) -> list[Rows]:
         """Locality-optimized search: local first; if nothing is found, every other region at once."""
@@ -169,7 +179,8 @@ class RegionalPostgresBackend(Backend):
         for claim in work.releases:
             parts.setdefault(self.directory_of(claim.value), []).append(release_statement(claim))
         if len(parts) == 1:
-            return self.servers[user_region].execute(work.action, parts[user_region])[: len(work.statements)]
+            server = self.servers[user_region]
+            return server.execute(work.action, parts[user_region], work.isolation)[: len(work.statements)]
         return self._two_phase(work, user_region, parts)
 
     def _two_phase(self, work: Work, user_region: str, parts: dict[str, list[Statement]]) -> list[Rows]:
@@ -192,7 +203,10 @@ class RegionalPostgresBackend(Backend):
             return [twophase.commit_decision(gid)]
 
         try:
-            results, committed = self.servers[user_region].execute_deciding(work.action, parts[user_region], decide)
+            # The isolation is the action's, for its own statements; the other parts hold directory entries only.
+            results, committed = self.servers[user_region].execute_deciding(
+                work.action, parts[user_region], decide, work.isolation
+            )
         except StoreUnavailable:
             if not deciding:
                 self._finish(others.prepared(), gid, commit=False)
@@ -257,7 +271,7 @@ class RegionalPostgresBackend(Backend):
             entries: dict[str, list[dict]] = {}
             for row in rows:
                 entries.setdefault(self.directory_of(row["username"]), []).append(
-                    {"username": row["username"], "city": row["city"], "user_id": row["id"]}
+                    {"username": canonical_username(row["username"]), "city": row["city"], "user_id": row["id"]}
                 )
             for region, region_rows in entries.items():
                 self.servers[region].copy_rows("username_directory", region_rows)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 HomeKind = Literal["city", "search", "local", "global_write"]
+Isolation = Literal["repeatable read", "serializable"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ class Work:
     # released on one server only if the row went away on another). A single server needs no such
     # test: a statement that changed nothing there is harmless.
     commit_if: Callable[[list[list[dict[str, Any]]]], bool] | None = None
+    # Stronger than the default READ COMMITTED, for work whose check must see what its writes touch (see
+    # remove_user). PostgreSQL servers begin the transaction with it in the same pipeline (no extra round
+    # trip); CockroachDB runs everything SERIALIZABLE already.
+    isolation: Isolation | None = None
 
 
 Rows = list[dict[str, Any]]

@@ -18,9 +18,10 @@ from flask_login import login_user, logout_user
 from movr.domain import errors
 from movr.store import actions
 from movr.web import current
-from movr.web.auth import Rider, api_rider, csrf_token, issue_token
+from movr.web.auth import Rider, api_rider, csrf_token, issue_token, login_limit, presented_riders, session_lifetime
 from movr.web.schemas import (
     CityOut,
+    IdempotencyHeaders,
     LogInIn,
     PromoCodeIn,
     PromoCodeOut,
@@ -40,14 +41,14 @@ api = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="MovR")
 
 AUTH = [{"BearerAuth": []}, {"SessionCookie": []}]
 STATUS_TEXT = {
-    400: "Malformed request body",
-    401: "Not signed in, or the token is not valid",
+    400: "Malformed request body, or a malformed Idempotency-Key",
+    401: "Not signed in, or the token is not valid, has expired or its session has ended",
     403: "Not yours, or a cookie-authenticated write without X-CSRFToken",
     404: "No such city, user, vehicle, ride or promo code",
     409: "Conflict with the current state (taken, in use, wrong city, already ended...)",
     413: "Request body too large",
     422: "Invalid input",
-    429: "Too many log-in attempts",
+    429: "Too many attempts from this address, or failed log-ins for this username (see Retry-After)",
     503: "The database for that region is not reachable",
 }
 BODY = (400, 413, 422)  # what any endpoint with a JSON body can answer
@@ -62,10 +63,11 @@ def responses(*statuses: int) -> dict[int, str]:
 
 @api.post("/users")
 @api.input(SignUpIn, arg_name="body")
+@api.input(IdempotencyHeaders, location="headers", arg_name="headers")
 @api.output(UserOut, status_code=201, description="The new user")
-@api.doc(summary="Sign up", responses=responses(*BODY, 409, 503))
-def create_user(body: dict[str, Any]) -> Any:
-    return actions.register(current.backend(), **body)
+@api.doc(summary="Sign up", responses=responses(*BODY, 409, 429, 503))
+def create_user(body: dict[str, Any], headers: dict[str, Any]) -> Any:
+    return actions.register(current.backend(), **body, idempotency_key=headers.get("idempotency_key"))
 
 
 @api.post("/sessions")
@@ -73,8 +75,10 @@ def create_user(body: dict[str, Any]) -> Any:
 @api.output(SessionOut, status_code=201, description="A bearer token; the session cookie is set too")
 @api.doc(summary="Log in", responses=responses(*BODY, 401, 429, 503))
 def create_session(body: dict[str, Any]) -> Any:
-    user = actions.authenticate(current.backend(), username=body["username"], password=body["password"])
-    rider = Rider.of(user)
+    user = actions.authenticate(
+        current.backend(), username=body["username"], password=body["password"], limit=login_limit()
+    )
+    rider = Rider.logged_in(user)  # the cookie's session and the token are one session: log-out ends both
     login_user(rider)
     return {
         "token": issue_token(rider),
@@ -86,9 +90,22 @@ def create_session(body: dict[str, Any]) -> Any:
 
 
 @api.delete("/sessions")
-@api.output({}, status_code=204, description="Logged out (bearer tokens expire by themselves)")
-@api.doc(summary="Log out")
+@api.output({}, status_code=204, description="Logged out: this session and its bearer token have ended")
+@api.doc(summary="Log out", responses=responses(503))
 def delete_session() -> Any:
+    """Ends the session of the bearer token and of the cookie, whichever the request carries."""
+    for rider in presented_riders():
+        actions.end_session(current.backend(), session=rider.session, lifetime_s=session_lifetime())
+    logout_user()
+    return ""
+
+
+@api.delete("/users/me/sessions")
+@api.output({}, status_code=204, description="Every session and bearer token of the user has ended, this one too")
+@api.doc(summary="Log out everywhere", security=AUTH, responses=responses(401, 403, 503))
+def delete_my_sessions() -> Any:
+    rider = api_rider(write=True)
+    actions.end_all_sessions(current.backend(), session=rider.session)
     logout_user()
     return ""
 
@@ -98,7 +115,7 @@ def delete_session() -> Any:
 @api.doc(summary="My profile", security=AUTH, responses=responses(401, 404, 503))
 def get_me() -> Any:
     rider = api_rider(write=False)
-    return actions.get_user(current.backend(), city=rider.city, user_id=rider.id)
+    return actions.get_user(current.backend(), city=rider.city, user_id=rider.id, session=rider.session)
 
 
 @api.delete("/users/me")
@@ -106,7 +123,9 @@ def get_me() -> Any:
 @api.doc(summary="Remove my account", security=AUTH, responses=responses(401, 403, 404, 409, 503))
 def delete_me() -> Any:
     rider = api_rider(write=True)
-    actions.remove_user(current.backend(), city=rider.city, user_id=rider.id, username=rider.username)
+    actions.remove_user(
+        current.backend(), city=rider.city, user_id=rider.id, username=rider.username, session=rider.session
+    )
     logout_user()
     return ""
 
@@ -142,14 +161,22 @@ def list_city_vehicles(city: str, query: dict[str, Any]) -> Any:
 
 @api.post("/vehicles")
 @api.input(VehicleIn, arg_name="body")
+@api.input(IdempotencyHeaders, location="headers", arg_name="headers")
 @api.output(VehicleOut, status_code=201, description="The vehicle, listed in your home city")
 @api.doc(summary="Add a vehicle", security=AUTH, responses=responses(*BODY, 401, 403, 404, 409, 503))
-def create_vehicle(body: dict[str, Any]) -> Any:
+def create_vehicle(body: dict[str, Any], headers: dict[str, Any]) -> Any:
     rider = api_rider(write=True)
     city = body.pop("city", None) or rider.city
     if city != rider.city:
         raise errors.WrongCity("you can add vehicles in your home city only")
-    return actions.add_vehicle(current.backend(), city=city, owner_id=rider.id, **body)
+    return actions.add_vehicle(
+        current.backend(),
+        city=city,
+        owner_id=rider.id,
+        session=rider.session,
+        idempotency_key=headers.get("idempotency_key"),
+        **body,
+    )
 
 
 @api.delete("/vehicles/<city>/<uuid:vehicle_id>")
@@ -157,7 +184,13 @@ def create_vehicle(body: dict[str, Any]) -> Any:
 @api.doc(summary="Remove my vehicle", security=AUTH, responses=responses(401, 403, 404, 409, 503))
 def delete_vehicle(city: str, vehicle_id: uuid.UUID) -> Any:
     rider = api_rider(write=True)
-    actions.remove_vehicle(current.backend(), city=current.known_city(city), vehicle_id=vehicle_id, owner_id=rider.id)
+    actions.remove_vehicle(
+        current.backend(),
+        city=current.known_city(city),
+        vehicle_id=vehicle_id,
+        owner_id=rider.id,
+        session=rider.session,
+    )
     return ""
 
 
@@ -166,9 +199,10 @@ def delete_vehicle(city: str, vehicle_id: uuid.UUID) -> Any:
 
 @api.post("/rides")
 @api.input(RideIn, arg_name="body")
+@api.input(IdempotencyHeaders, location="headers", arg_name="headers")
 @api.output(RideOut, status_code=201, description="The ride, open")
 @api.doc(summary="Start a ride", security=AUTH, responses=responses(*BODY, 401, 403, 404, 409, 503))
-def create_ride(body: dict[str, Any]) -> Any:
+def create_ride(body: dict[str, Any], headers: dict[str, Any]) -> Any:
     rider = api_rider(write=True)
     return actions.start_ride(
         current.backend(),
@@ -176,6 +210,8 @@ def create_ride(body: dict[str, Any]) -> Any:
         rider_id=rider.id,
         rider_city=rider.city,
         vehicle_id=body["vehicle_id"],
+        session=rider.session,
+        idempotency_key=headers.get("idempotency_key"),
     )
 
 
@@ -184,7 +220,7 @@ def create_ride(body: dict[str, Any]) -> Any:
 @api.doc(summary="My rides", security=AUTH, responses=responses(401, 503))
 def list_my_rides() -> Any:
     rider = api_rider(write=False)
-    return actions.list_rides(current.backend(), city=rider.city, rider_id=rider.id)
+    return actions.list_rides(current.backend(), city=rider.city, rider_id=rider.id, session=rider.session)
 
 
 @api.patch("/rides/<city>/<uuid:ride_id>")
@@ -194,7 +230,12 @@ def list_my_rides() -> Any:
 def end_ride(city: str, ride_id: uuid.UUID, body: dict[str, Any]) -> Any:
     rider = api_rider(write=True)
     return actions.end_ride(
-        current.backend(), city=current.known_city(city), ride_id=ride_id, rider_id=rider.id, location=body["location"]
+        current.backend(),
+        city=current.known_city(city),
+        ride_id=ride_id,
+        rider_id=rider.id,
+        location=body["location"],
+        session=rider.session,
     )
 
 
@@ -207,7 +248,12 @@ def end_ride(city: str, ride_id: uuid.UUID, body: dict[str, Any]) -> Any:
 def apply_promo_code(city: str, ride_id: uuid.UUID, body: dict[str, Any]) -> Any:
     rider = api_rider(write=True)
     return actions.apply_promo_code(
-        current.backend(), city=current.known_city(city), ride_id=ride_id, rider_id=rider.id, code=body["code"]
+        current.backend(),
+        city=current.known_city(city),
+        ride_id=ride_id,
+        rider_id=rider.id,
+        code=body["code"],
+        session=rider.session,
     )
 
 
@@ -233,4 +279,83 @@ def document_cities(spec: dict[str, Any], cities: list[str]) -> dict[str, Any]:
         city = schema.get("properties", {}).get("city")
         if city is not None and city.get("type") == "string":
             city["enum"] = list(cities)
+    return spec
+
+
+# Links from the operation that creates a resource to the operations that use it (OpenAPI `links`), so
+# that a client — or schemathesis's stateful phase — can chain sign up -> log in -> add a vehicle -> ride
+# it -> apply a promo code / end it, or remove the vehicle. Keyed by operationId (APIFlask's automatic
+# ids: method_blueprint_endpoint), then by the status that returns the resource.
+def _link(target: str, parameters: dict[str, str] | None = None, body: dict[str, str] | None = None) -> dict:
+    link: dict[str, Any] = {"operationId": target}
+    if parameters:
+        link["parameters"] = parameters
+    if body:
+        link["requestBody"] = body
+    return link
+
+
+BEARER = {"header.Authorization": "Bearer {$response.body#/token}"}
+VEHICLE = {"city": "$response.body#/city", "vehicle_id": "$response.body#/id"}
+RIDE = {"city": "$response.body#/city", "ride_id": "$response.body#/id"}
+LINKS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
+    "post_api_create_user": (
+        "201",
+        {
+            "LogIn": _link(
+                "post_api_create_session",
+                body={"username": "$request.body#/username", "password": "$request.body#/password"},
+            ),
+            "UsersInTheCity": _link("get_api_list_city_users", {"city": "$response.body#/city"}),
+        },
+    ),
+    # No links to log out or remove the account: a fuzzer that sends its own `Authorization` header on
+    # every request (st run -H ...) would follow them with that header and end its own session or account.
+    "post_api_create_session": (
+        "201",
+        {
+            "MyProfile": _link("get_api_get_me", BEARER),
+            "AddVehicle": _link("post_api_create_vehicle", BEARER),
+            "MyRides": _link("get_api_list_my_rides", BEARER),
+        },
+    ),
+    "post_api_create_vehicle": (
+        "201",
+        {
+            "RideIt": _link(
+                "post_api_create_ride", body={"vehicle_id": "$response.body#/id", "city": "$response.body#/city"}
+            ),
+            "RemoveIt": _link("delete_api_delete_vehicle", VEHICLE),
+            "VehiclesInItsCity": _link("get_api_list_city_vehicles", {"city": "$response.body#/city"}),
+        },
+    ),
+    "post_api_create_ride": (
+        "201",
+        {
+            "EndIt": _link("patch_api_end_ride", RIDE),
+            "ApplyPromoCode": _link("post_api_apply_promo_code", RIDE),
+            "MyRides": _link("get_api_list_my_rides"),
+        },
+    ),
+    "post_api_apply_promo_code": ("200", {"EndIt": _link("patch_api_end_ride", RIDE)}),
+}
+
+
+def document_contract(spec: dict[str, Any]) -> dict[str, Any]:
+    """Spec processor: what the decorators cannot say. A request body is `required` when its schema has
+    required fields (APIFlask never marks one: an empty body would pass for valid), and LINKS."""
+    operations = {
+        operation["operationId"]: operation
+        for path in spec.get("paths", {}).values()
+        for operation in path.values()
+        if isinstance(operation, dict) and "operationId" in operation
+    }
+    schemas = spec.get("components", {}).get("schemas", {})
+    for operation in operations.values():
+        for media in operation.get("requestBody", {}).get("content", {}).values():
+            ref = media.get("schema", {}).get("$ref", "")
+            if schemas.get(ref.rpartition("/")[2], {}).get("required"):
+                operation["requestBody"]["required"] = True
+    for source, (status, links) in LINKS.items():
+        operations[source]["responses"][status]["links"] = links
     return spec

@@ -20,23 +20,31 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from movr import __version__
 from movr.domain.models import VEHICLE_TYPES
+from movr.domain.rules import LoginLimit
 from movr.geo import load_preset
 from movr.store.backend import Backend
 from movr.store.factory import ConfigError
 from movr.web import current, errors, location, telemetry
-from movr.web.api import api, document_cities
+from movr.web.api import api, document_cities, document_contract
 from movr.web.auth import CSRF_HEADER, init_login
 from movr.web.config import backend_env, load_config
 from movr.web.metrics import Metrics
 from movr.web.ops import ops
-from movr.web.pages import pages
+from movr.web.pages import THROTTLED_PAGES, pages
 from movr.web.schemas import ERROR_SCHEMA
-from movr.web.throttle import LoginThrottle
+from movr.web.throttle import Throttle, parse_rate
 
 log = logging.getLogger("movr.web")
 
 SPEC_PATH = "/api/v1/openapi.json"
-RATE_LIMITED = ("pages.login", "api.create_session")
+# Per client address budgets (movr.web.throttle): the page and the API view of one thing share one.
+RATE_LIMITED = {
+    "pages.login": "log-in",
+    "api.create_session": "log-in",
+    "pages.signup": "sign-up",
+    "api.create_user": "sign-up",
+}
+RATE_SETTINGS = {"log-in": "MOVR_LOGIN_RATE_LIMIT", "sign-up": "MOVR_SIGNUP_RATE_LIMIT"}
 VEHICLE_ICONS = {"bike": "bicycle", "scooter": "scooter", "skateboard": "lightning-charge-fill"}
 # Everything from this server: no CDN, no inline script (Bootstrap's JS styles through the CSSOM).
 CONTENT_SECURITY_POLICY = (
@@ -65,6 +73,11 @@ def create_app(config: Mapping[str, Any] | None = None, backend: Backend | None 
         raise ConfigError(f"MOVR_REGION {region!r} is not a region of preset {preset.name}")
     settings["MOVR_REGION"] = region
     settings["MOVR_BACKEND_ENV"] = backend_env(settings)
+    try:
+        rates = {scope: parse_rate(settings[name], name) for scope, name in RATE_SETTINGS.items()}
+        per_user = parse_rate(settings["MOVR_LOGIN_USER_LIMIT"], "MOVR_LOGIN_USER_LIMIT")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
     app = APIFlask(__name__, title="MovR API", version=__version__, spec_path=SPEC_PATH, docs_path=None)
     app.config.update(settings)
@@ -78,6 +91,7 @@ def create_app(config: Mapping[str, Any] | None = None, backend: Backend | None 
         },
         SERVERS=None,
         AUTO_SERVERS=False,
+        AUTO_OPERATION_ID=True,  # links between operations name them (api.LINKS)
     )
     app.extensions[current.PRESET] = preset
     app.extensions[current.BACKEND] = backend
@@ -90,7 +104,7 @@ def create_app(config: Mapping[str, Any] | None = None, backend: Backend | None 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     Bootstrap5(app)
     csrf = CSRFProtect(app)
-    init_login(app)
+    init_login(app, LoginLimit(per_user.amount, per_user.get_expiry()))
     errors.init_app(app)
 
     app.register_blueprint(pages)
@@ -99,16 +113,13 @@ def create_app(config: Mapping[str, Any] | None = None, backend: Backend | None 
     csrf.exempt(api)  # the API checks CSRF itself, by how the request is authenticated (movr.web.auth)
     csrf.exempt(ops)
 
-    throttle = LoginThrottle(
-        app.config["MOVR_LOGIN_RATE_LIMIT"],
-        app.config["RATELIMIT_STORAGE_URI"],
-        enabled=bool(app.config["RATELIMIT_ENABLED"]),
-    )
-    for endpoint in RATE_LIMITED:
-        app.view_functions[endpoint] = throttle.guard(endpoint, app.view_functions[endpoint])
+    throttle = Throttle(rates, app.config["RATELIMIT_STORAGE_URI"], enabled=bool(app.config["RATELIMIT_ENABLED"]))
+    for endpoint, scope in RATE_LIMITED.items():
+        view = app.view_functions[endpoint]
+        app.view_functions[endpoint] = throttle.guard(scope, view, THROTTLED_PAGES.get(endpoint))
     app.extensions["movr_limiter"] = throttle  # tests: .reset(), or RATELIMIT_ENABLED=False
 
-    app.spec_processor(lambda spec: document_cities(spec, preset.cities))
+    app.spec_processor(lambda spec: document_contract(document_cities(spec, preset.cities)))
     _template_helpers(app)
     app.after_request(_security_headers)
     app.wsgi_app = telemetry.StartClock(app.wsgi_app)  # type: ignore[method-assign]

@@ -1,8 +1,12 @@
 """Who is asking: a session (pages, and the API from a browser) or a signed bearer token (the API).
 
-Both carry the same three facts — home city, user id, username — signed with the app's secret key, so
-authenticating a request needs no database lookup: a page costs only its own action's statements.
-A removed account's session or token still verifies, but every action on it finds no such user.
+Both carry the same facts — home city, user id, username, the user's session epoch and a session id —
+signed with the app's secret key, so authenticating a request needs no database lookup of its own. Whether
+the session is still live (not logged out, not ended by "log out everywhere", the account not removed) is
+checked by each action inside its own statement (movr.store.actions.SESSION_LIVE); an action that finds it
+ended raises SessionEnded: 401 on the API, a redirect to log-in on pages. The bearer token issued at log-in
+shares the session's id, so logging out ends both. A session id carries its issue time: sessions older
+than their lifetime are refused here, which is what lets ended ids be forgotten after that long.
 
 CSRF: pages use Flask-WTF forms (a token in every form). The API is exempt from Flask-WTF's form check
 and does its own: a write authenticated by a bearer token needs no CSRF token (a browser never attaches
@@ -13,21 +17,24 @@ one by itself); a write authenticated by the session cookie must send the sessio
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app, g, request
-from flask_login import LoginManager, UserMixin, current_user
+from flask import current_app, flash, g, redirect, request, url_for
+from flask_login import LoginManager, UserMixin, current_user, logout_user
 from flask_wtf.csrf import generate_csrf, validate_csrf
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from wtforms import ValidationError
 
 from movr.domain import errors, rules
-from movr.domain.records import UserRecord
+from movr.store.actions import LoggedIn, Session
+from movr.web.errors import error_json, error_page, friendly, is_api_request
 
 TOKEN_SALT = "movr-api-token"
 CSRF_HEADER = "X-CSRFToken"
+LOGIN_LIMIT = "movr_login_limit"
 
 
 @dataclass(frozen=True, eq=True)
@@ -37,24 +44,52 @@ class Rider(UserMixin):
     city: str
     id: uuid.UUID
     username: str
+    epoch: int
+    session_id: int
 
     @classmethod
-    def of(cls, user: UserRecord) -> Rider:
-        return cls(user.city, user.id, user.username)
+    def logged_in(cls, user: LoggedIn) -> Rider:
+        """A new session for a user who just logged in."""
+        return cls(user.city, user.id, user.username, user.session_epoch, rules.new_session_id(time.time()))
+
+    @property
+    def session(self) -> Session:
+        """What an action checks to know that this session is still live."""
+        return Session(self.city, self.id, self.epoch, self.session_id)
+
+    def facts(self) -> list[Any]:
+        return [self.city, str(self.id), self.username, self.epoch, self.session_id]
 
     def get_id(self) -> str:
-        return json.dumps([self.city, str(self.id), self.username])
+        return json.dumps(self.facts())
 
     @classmethod
     def parse(cls, data: Any) -> Rider | None:
-        """A Rider from signed data, or None when it does not have the expected shape."""
-        if not (isinstance(data, list | tuple) and len(data) == 3 and all(isinstance(x, str) for x in data)):
+        """A Rider from signed data, or None when it does not have the expected shape or has expired."""
+        if not (isinstance(data, list | tuple) and len(data) == 5):
             return None
-        city, user_id, username = data
+        city, user_id, username, epoch, session_id = data
+        if not all(isinstance(x, str) for x in (city, user_id, username)):
+            return None
+        if not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**63 for x in (epoch, session_id)):
+            return None
+        if rules.session_issued_at(session_id) + session_lifetime() < time.time():
+            return None
         try:
-            return cls(city, rules.check_uuid(user_id), username)
+            return cls(city, rules.check_uuid(user_id), username, epoch, session_id)
         except errors.InvalidInput:
             return None
+
+
+def session_lifetime() -> int:
+    """Seconds a session (and its bearer token) may live after log-in: the longer of the two lifetimes."""
+    config = current_app.config
+    return max(int(config["PERMANENT_SESSION_LIFETIME"].total_seconds()), int(config["MOVR_TOKEN_MAX_AGE"]))
+
+
+def login_limit() -> rules.LoginLimit:
+    """Failed log-ins allowed per username (MOVR_LOGIN_USER_LIMIT)."""
+    return current_app.extensions[LOGIN_LIMIT]
 
 
 class AuthError(errors.MovrError):
@@ -71,7 +106,10 @@ class CsrfError(errors.MovrError):
     default_message = f"a write with the session cookie needs the session's CSRF token in the {CSRF_HEADER} header"
 
 
-def init_login(app) -> LoginManager:
+def init_login(app, limit: rules.LoginLimit) -> LoginManager:
+    app.extensions[LOGIN_LIMIT] = limit
+    app.register_error_handler(errors.SessionEnded, _session_ended)
+    app.register_error_handler(errors.TooManyAttempts, _too_many_attempts)
     manager = LoginManager(app)
     manager.login_view = "pages.login"
     manager.login_message = "Please log in to do that."
@@ -80,7 +118,7 @@ def init_login(app) -> LoginManager:
 
     @manager.user_loader
     def load_rider(user_id: str) -> Rider | None:
-        # The id *is* the user: the signed session carries city, id and username (no database lookup).
+        # The id *is* the user: the signed session carries who and which session (no database lookup).
         try:
             return Rider.parse(json.loads(user_id))
         except (ValueError, TypeError):
@@ -89,12 +127,29 @@ def init_login(app) -> LoginManager:
     return manager
 
 
+def _session_ended(error: errors.SessionEnded) -> Any:
+    """An action found this request's session ended: forget it; the API says 401, a page asks to log in."""
+    logout_user()
+    if is_api_request():
+        return error_json(error.code, friendly(error), error.status)
+    flash("Your session has ended. Please log in again.", "info")
+    target = request.path if request.method == "GET" else None
+    return redirect(url_for("pages.login", next=target), code=303)
+
+
+def _too_many_attempts(error: errors.TooManyAttempts) -> Any:
+    headers = {"Retry-After": str(error.retry_after)}
+    if is_api_request():
+        return error_json(error.code, friendly(error), error.status, headers)
+    return error_page(error.status, friendly(error), headers=headers)
+
+
 def _serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=TOKEN_SALT)
 
 
 def issue_token(rider: Rider) -> str:
-    return _serializer().dumps([rider.city, str(rider.id), rider.username])
+    return _serializer().dumps(rider.facts())
 
 
 def rider_from_token(token: str) -> Rider | None:
@@ -114,6 +169,19 @@ def bearer_token() -> str | None:
         return None
     scheme, _, token = header.strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def presented_riders() -> list[Rider]:
+    """Every session this request presents, valid as far as signatures tell: its bearer token's, its cookie's."""
+    riders = []
+    token = bearer_token()
+    if token:
+        rider = rider_from_token(token)
+        if rider is not None:
+            riders.append(rider)
+    if current_user.is_authenticated:
+        riders.append(current_user._get_current_object())
+    return list(dict.fromkeys(riders))
 
 
 def api_rider(*, write: bool) -> Rider:

@@ -16,7 +16,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 from movr.domain import errors
 from movr.store import actions
 from movr.web import current, location
-from movr.web.auth import Rider
+from movr.web.auth import Rider, login_limit, session_lifetime
 from movr.web.errors import error_page, friendly
 from movr.web.forms import EndRideForm, LoginForm, PromoCodeForm, SignupForm, VehicleForm, choice
 from movr.web.telemetry import client_location
@@ -59,8 +59,8 @@ def attempt(action: Callable[[], Any]) -> tuple[Any, errors.MovrError | None]:
     try:
         return action(), None
     except errors.MovrError as error:
-        if error.status >= 500:
-            raise  # unavailable database: the error page says so, with its 503
+        if error.status >= 500 or isinstance(error, errors.SessionEnded):
+            raise  # unavailable database: the error page says so, with its 503; an ended session: log in
         return None, error
 
 
@@ -110,11 +110,22 @@ def browsing_from() -> Response:
 # --- sign up, log in, log out ------------------------------------------------------------------------
 
 
-@pages.route("/signup", methods=["GET", "POST"])
-def signup() -> Any:
+def signup_form() -> SignupForm:
     form = SignupForm()
     preset = current.preset()
     form.city.choices = [choice(c, location.display(c), preset.region_of(c)) for c in preset.cities]
+    return form
+
+
+def throttled(template: str, form: Any, retry_after: int, **context: Any) -> tuple[str, int, dict[str, str]]:
+    """The form again, with why it was refused: too many tries from this address (movr.web.throttle)."""
+    problem = f"Too many attempts from your address. Please wait {retry_after} seconds and try again."
+    return render_template(template, form=form, problem=problem, **context), 429, {"Retry-After": str(retry_after)}
+
+
+@pages.route("/signup", methods=["GET", "POST"])
+def signup() -> Any:
+    form = signup_form()
     if request.method == "GET":
         form.city.data = default_city()
         return render_template("signup.html", form=form)
@@ -146,11 +157,15 @@ def login() -> Any:
     if not form.validate_on_submit():
         return form_page("login.html", 422, form=form, next=request.form.get("next", ""))
     user, error = attempt(
-        lambda: actions.authenticate(current.backend(), username=form.username.data, password=form.password.data)
+        lambda: actions.authenticate(
+            current.backend(), username=form.username.data, password=form.password.data, limit=login_limit()
+        )
     )
     if error:
-        return form_page("login.html", error.status, form=form, problem=friendly(error), next=request.form.get("next"))
-    login_user(Rider.of(user))
+        headers = {"Retry-After": str(error.retry_after)} if isinstance(error, errors.TooManyAttempts) else {}
+        page = render_template("login.html", form=form, problem=friendly(error), next=request.form.get("next"))
+        return page, error.status, headers
+    login_user(Rider.logged_in(user))
     flash(f"Welcome back, {user.username}.", "success")
     home = url_for("pages.vehicles", city=user.city)
     return redirect(safe_next(request.form.get("next"), home), code=303)
@@ -158,9 +173,22 @@ def login() -> Any:
 
 @pages.post("/logout")
 def logout() -> Response:
+    """Log out: this session ends in the database too, so a copy of its cookie is refused from now on."""
+    if current_user.is_authenticated:
+        actions.end_session(current.backend(), session=rider().session, lifetime_s=session_lifetime())
     logout_user()
     flash("You are logged out. See you soon!", "info")
     return redirect(url_for("pages.index"), code=303)
+
+
+@pages.post("/profile/logout-everywhere")
+@login_required
+def logout_everywhere() -> Response:
+    """End every session and API token of this user, this one included."""
+    actions.end_all_sessions(current.backend(), session=rider().session)
+    logout_user()
+    flash("You are logged out everywhere: every session and API token of yours has ended.", "info")
+    return redirect(url_for("pages.login"), code=303)
 
 
 # --- vehicles ----------------------------------------------------------------------------------------
@@ -196,6 +224,7 @@ def add_vehicle() -> Any:
             brand=form.brand.data or "",
             color=form.color.data or "",
             location=form.location.data or "",
+            session=me.session,
         )
     )
     if error:
@@ -209,7 +238,9 @@ def add_vehicle() -> Any:
 def remove_vehicle(city: str, vehicle_id: str) -> Response:
     city = current.known_city(city)
     _, error = attempt(
-        lambda: actions.remove_vehicle(current.backend(), city=city, vehicle_id=vehicle_id, owner_id=rider().id)
+        lambda: actions.remove_vehicle(
+            current.backend(), city=city, vehicle_id=vehicle_id, owner_id=rider().id, session=rider().session
+        )
     )
     if error:
         return refused(error, url_for("pages.profile"), "Back to my profile")
@@ -233,6 +264,7 @@ def start_ride() -> Response:
             rider_id=me.id,
             rider_city=me.city,
             vehicle_id=request.form.get("vehicle_id", "")[:64],
+            session=me.session,
         )
     )
     if error:
@@ -245,7 +277,7 @@ def start_ride() -> Response:
 @login_required
 def rides() -> str:
     me = rider()
-    found = actions.list_rides(current.backend(), city=me.city, rider_id=me.id)
+    found = actions.list_rides(current.backend(), city=me.city, rider_id=me.id, session=me.session)
     return render_template("rides.html", rides=found, end_form=EndRideForm(), promo_form=PromoCodeForm())
 
 
@@ -258,7 +290,12 @@ def end_ride(city: str, ride_id: str) -> Any:
         return refused(errors.InvalidInput(_first_form_error(form)), url_for("pages.rides"), "Back to my rides")
     ride, error = attempt(
         lambda: actions.end_ride(
-            current.backend(), city=city, ride_id=ride_id, rider_id=rider().id, location=form.location.data or None
+            current.backend(),
+            city=city,
+            ride_id=ride_id,
+            rider_id=rider().id,
+            location=form.location.data or None,
+            session=rider().session,
         )
     )
     if error:
@@ -276,7 +313,12 @@ def apply_promo_code(city: str, ride_id: str) -> Any:
         return refused(errors.InvalidInput(_first_form_error(form)), url_for("pages.rides"), "Back to my rides")
     ride, error = attempt(
         lambda: actions.apply_promo_code(
-            current.backend(), city=city, ride_id=ride_id, rider_id=rider().id, code=form.code.data
+            current.backend(),
+            city=city,
+            ride_id=ride_id,
+            rider_id=rider().id,
+            code=form.code.data,
+            session=rider().session,
         )
     )
     if error:
@@ -300,8 +342,9 @@ def _first_form_error(form: Any) -> str:
 def profile() -> str:
     me = rider()
     store = current.backend()
-    owned = actions.list_user_vehicles(store, city=me.city, owner_id=me.id)
-    open_rides = [ride for ride in actions.list_rides(store, city=me.city, rider_id=me.id) if ride.is_open]
+    owned = actions.list_user_vehicles(store, city=me.city, owner_id=me.id, session=me.session)
+    rides = actions.list_rides(store, city=me.city, rider_id=me.id, session=me.session)
+    open_rides = [ride for ride in rides if ride.is_open]
     return render_template("profile.html", vehicles=owned, open_rides=open_rides)
 
 
@@ -316,7 +359,9 @@ def remove_account() -> Any:
             "Back to my profile",
         )
     _, error = attempt(
-        lambda: actions.remove_user(current.backend(), city=me.city, user_id=me.id, username=me.username)
+        lambda: actions.remove_user(
+            current.backend(), city=me.city, user_id=me.id, username=me.username, session=me.session
+        )
     )
     if error:
         return refused(error, url_for("pages.profile"), "Back to my profile")
@@ -335,3 +380,12 @@ def users(city: str) -> str:
     city = current.known_city(city)
     found = actions.list_users(current.backend(), city=city)
     return render_template("users.html", city=city, users=found)
+
+
+# Over the per-address budget (movr.web.throttle): the form again, with why.
+THROTTLED_PAGES = {
+    "pages.login": lambda retry_after: throttled(
+        "login.html", LoginForm(), retry_after, next=request.form.get("next", "")
+    ),
+    "pages.signup": lambda retry_after: throttled("signup.html", signup_form(), retry_after),
+}

@@ -12,13 +12,28 @@ from typing import Any
 from apiflask import Schema
 from apiflask.fields import UUID, Boolean, DateTime, Integer, Method, Nested, String
 from apiflask.validators import Length, OneOf, Range, Regexp
-from marshmallow import RAISE, ValidationError
+from marshmallow import EXCLUDE, RAISE, ValidationError
 
 from movr.domain import rules
 from movr.domain.models import VEHICLE_TYPES
 
 PRINTABLE = r"^[^\x00-\x1f]*$"  # no control characters (NUL cannot even be stored)
-EMAIL = r"^$|^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]{1,189}$"
+# Control characters and what Python's str.isspace() calls white space, spelled out: the document's
+# readers (JSON Schema, ECMA-262 regular expressions) and Python disagree on `\s`.
+BLANK = r"\x00-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+EMAIL = rf"^$|^[^@{BLANK}]{{1,64}}@[^@{BLANK}]{{1,189}}$"
+# Printable with something left once the action strips white space (a blank code is no code at all).
+VISIBLE = rf"^[^\x00-\x1f]*[^{BLANK}][^\x00-\x1f]*$"
+
+
+class Pattern(Regexp):
+    """A Regexp the whole value must match, as JSON Schema's `pattern` means it: Python's `$` also
+    matches before a final newline (so `^[a-z]+$` would let "abc\\n" through)."""
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
 
 
 def _no_surrogates(value: str) -> str:
@@ -38,7 +53,7 @@ class Text(String):
 def text(limit: int, *, required: bool = False, minimum: int = 0, **kwargs: Any) -> Text:
     return Text(
         required=required,
-        validate=[Length(min=minimum, max=limit), Regexp(PRINTABLE)],
+        validate=[Length(min=minimum, max=limit), Pattern(PRINTABLE)],
         **({} if required else {"load_default": ""}),
         **kwargs,
     )
@@ -55,14 +70,14 @@ class In(Schema):
 class SignUpIn(In):
     username = Text(
         required=True,
-        validate=[Length(min=3, max=32), Regexp(rules.USERNAME_RE)],
+        validate=[Length(min=3, max=32), Pattern(rules.USERNAME_RE)],
         metadata={"description": "3 to 32 letters, digits, '.', '_' or '-'; unique across every region"},
     )
     password = Text(required=True, validate=Length(min=rules.MIN_PASSWORD, max=rules.MAX_PASSWORD))
     city = String(required=True, validate=Length(max=64), metadata={"description": "home city"})
     first_name = text(rules.MAX_NAME)
     last_name = text(rules.MAX_NAME)
-    email = Text(load_default="", validate=[Length(max=254), Regexp(EMAIL)])
+    email = Text(load_default="", validate=[Length(max=254), Pattern(EMAIL)])
 
 
 class LogInIn(In):
@@ -93,17 +108,38 @@ class RideEndIn(In):
     location = Text(
         allow_none=True,
         load_default=None,
-        validate=[Length(max=rules.MAX_LOCATION), Regexp(PRINTABLE)],
+        validate=[Length(max=rules.MAX_LOCATION), Pattern(PRINTABLE)],
         metadata={"description": "where the vehicle was left (default: where the ride started)"},
     )
 
 
 class PromoCodeIn(In):
-    code = Text(required=True, validate=[Length(min=1, max=32), Regexp(PRINTABLE)])
+    code = Text(required=True, validate=[Length(min=1, max=32), Pattern(VISIBLE)])
 
 
 class VehiclesQuery(In):
     all = Boolean(load_default=False, metadata={"description": "include vehicles that are in a ride"})
+
+
+class IdempotencyHeaders(Schema):
+    """The writes that create something take an Idempotency-Key. Validated by the action (a malformed key
+    is a 400, not a 422), so the limits below are documentation only."""
+
+    class Meta:
+        unknown = EXCLUDE  # every other header
+
+    idempotency_key = String(
+        data_key="Idempotency-Key",
+        metadata={
+            "description": "A key of your choosing (a UUID is a good one) that makes a retry safe: the same"
+            " request sent again with it, within 24 hours, gets the first answer (status and body) and changes"
+            " nothing. Scoped to the signed-in user (for a sign-up: to the city). Reused for a different"
+            " request: 409. Malformed: 400.",
+            "minLength": 1,
+            "maxLength": 255,
+            "pattern": "^[!-~]+$",
+        },
+    )
 
 
 # --- responses ---------------------------------------------------------------------------------------

@@ -81,6 +81,42 @@ CREATE TABLE users (
 -- https://www.cockroachlabs.com/docs/stable/table-localities#indexes-on-regional-by-row-tables
 CREATE UNIQUE INDEX users_username_key ON users (username);
 
+-- idempotency_keys: REGIONAL BY ROW, each row homed in its city's region (a stored computed column, as in the
+-- data-domiciling article): a lookup that names the city goes straight to that region. CockroachDB prepends
+-- region to the primary key (city, scope, key) and to every index.
+-- https://www.cockroachlabs.com/docs/stable/alter-table#set-the-table-locality-to-regional-by-row
+CREATE TABLE idempotency_keys (
+    city VARCHAR(64) NOT NULL,
+    scope VARCHAR(36) NOT NULL,
+    key VARCHAR(255) NOT NULL,
+    user_id UUID NOT NULL,
+    request VARCHAR(96) NOT NULL,
+    answer JSONB NOT NULL,
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL,
+    region crdb_internal_region AS (
+        CASE
+            WHEN city IN ('stockholm', 'copenhagen', 'helsinki', 'oslo', 'riga', 'tallinn') THEN 'aws-eu-central-1'
+            WHEN city IN ('dublin', 'belfast', 'london', 'liverpool', 'manchester', 'glasgow', 'birmingham', 'leeds',
+                          'madrid', 'barcelona', 'sintra', 'rome', 'milan', 'lyon', 'lisbon', 'toulouse', 'paris',
+                          'cologne', 'seville', 'marseille', 'naples', 'turin', 'valencia', 'palermo') THEN 'aws-eu-west-3'
+            WHEN city IN ('new york', 'boston', 'washington dc', 'miami', 'charlotte', 'atlanta', 'chicago', 'st louis',
+                          'indianapolis', 'nashville', 'dallas', 'houston', 'san francisco', 'los angeles', 'san diego',
+                          'portland', 'las vegas', 'salt lake city') THEN 'aws-us-east-2'
+            ELSE 'aws-eu-central-1'
+        END
+    ) STORED NOT NULL,
+    PRIMARY KEY (city, scope, key),
+    FOREIGN KEY(city, user_id) REFERENCES users (city, id) ON DELETE CASCADE
+) LOCALITY REGIONAL BY ROW AS region;
+
+-- Index idempotency_keys_expiry_idx: CockroachDB partitions it by the row's region too.
+-- https://www.cockroachlabs.com/docs/stable/table-localities#indexes-on-regional-by-row-tables
+CREATE INDEX idempotency_keys_expiry_idx ON idempotency_keys (city, created_at);
+
+-- Index idempotency_keys_user_idx: CockroachDB partitions it by the row's region too.
+-- https://www.cockroachlabs.com/docs/stable/table-localities#indexes-on-regional-by-row-tables
+CREATE INDEX idempotency_keys_user_idx ON idempotency_keys (city, user_id);
+
 -- rides: REGIONAL BY ROW, each row homed in its city's region (a stored computed column, as in the
 -- data-domiciling article): a lookup that names the city goes straight to that region. CockroachDB prepends
 -- region to the primary key (city, id) and to every index.
