@@ -28,12 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-
 from movr import __version__
+from movr.bench.output import console
 from movr.cli_support import CliError
-
-console = Console(soft_wrap=True)
 
 Result = Mapping[str, Any]
 OptionDecorator = Callable[[Callable[..., Any]], Callable[..., Any]]

@@ -12,7 +12,16 @@ from movr.bench.experiment import Registry
 
 # Imported by name when the registry is first asked for: `movr --help` need not import matplotlib and
 # every experiment's dependencies.
-EXPERIMENT_MODULES: tuple[str, ...] = ()
+EXPERIMENT_MODULES: tuple[str, ...] = (
+    "movr.bench.journey",
+    "movr.bench.actions",
+    "movr.bench.links",
+    "movr.bench.ycsb.ycsb",
+    "movr.bench.ycsb.insert",
+    "movr.bench.ycsb.rehome",
+    "movr.bench.throughput",
+    "movr.bench.failover",
+)
 
 _registry: Registry | None = None
 
