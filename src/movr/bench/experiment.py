@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from movr import __version__
 from movr.bench.output import console
 from movr.cli_support import CliError
