@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from movr.bench.common import decode_histogram
-from movr.bench.journey import STEPS
-from movr.bench.report import CLAIMS, classify, find_results, report_command
-from movr.bench.throughput import Schedule, UserJourney, judge, throughput_command
+from movr.bench.client import STEPS, Journey
+from movr.bench.histograms import decode_histogram
+from movr.bench.report import CLAIMS
+from movr.bench.throughput.schedule import Schedule, judge
+from movr.cli import main
 from movr.lab.supervisor import processes_left
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,14 +51,13 @@ def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def quick_throughput(bench_dir: Path) -> dict[str, Any]:
-    run_dir = bench_dir / "throughput"
-    json_path = run_dir / "throughput.json"
+    """`movr bench throughput --quick --run-dir DIR`: the result where the runner puts it, DIR/throughput.json."""
     result = CliRunner().invoke(
-        throughput_command, ["--quick", "--run-dir", str(run_dir), "--json", str(json_path)], catch_exceptions=False
+        main, ["bench", "throughput", "--quick", "--run-dir", str(bench_dir)], catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
-    assert processes_left(run_dir) == [], "a server, link, app or balancer outlived the command"
-    return json.loads(json_path.read_text())
+    assert processes_left(bench_dir / "throughput") == [], "a server, link, app or balancer outlived the command"
+    return json.loads((bench_dir / "throughput.json").read_text())
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -68,6 +68,9 @@ def quick_throughput(bench_dir: Path) -> dict[str, Any]:
 def test_throughput_quick_results_are_complete_and_well_formed(quick_throughput: dict, bench_dir: Path) -> None:
     data = quick_throughput
     assert data["benchmark"] == "throughput"
+    assert data["checks"] == [
+        {"name": "every topology asked for was measured", "holds": True, "detail": ", ".join(TOPOLOGIES)}
+    ]
     assert data["preset"] == "gcp-3" and data["scale"] == 0.05 and data["settings"]["quick"] is True
     assert data["versions"]["postgresql"].startswith("18") and data["versions"]["movr"]
     assert data["machine"]["cpus"] >= 1 and len(data["loadavg_at_start"]) == 3
@@ -78,7 +81,7 @@ def test_throughput_quick_results_are_complete_and_well_formed(quick_throughput:
         assert "slowest step's floor" in entry["target_basis"]
         assert entry["slowest_floor"]["step"] in STEPS
         assert {row["step"] for row in entry["calibration"]["steps"]} == set(STEPS)
-        assert (bench_dir / "throughput" / entry["plot"]).stat().st_size > 0
+        assert (bench_dir / f"throughput-{topology}.png").stat().st_size > 0, "each topology's chart beside the JSON"
         rates = [cell["rate"] for cell in entry["rates"]]
         assert rates and rates == QUICK_RATES[: len(rates)], "rates run in order, stopping at the first failure"
         sustained = [cell["rate"] for cell in entry["rates"] if cell["sustained"]]
@@ -129,7 +132,7 @@ def test_throughput_quick_results_are_complete_and_well_formed(quick_throughput:
     ],
 )
 def test_throughput_bad_options_exit_2_with_one_line(args: list[str], tmp_path: Path) -> None:
-    result = CliRunner().invoke(throughput_command, ["--run-dir", str(tmp_path / "run"), *args])
+    result = CliRunner().invoke(main, ["bench", "throughput", "--run-dir", str(tmp_path / "run"), *args])
     assert result.exit_code == 2, result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists(), "a bad option must be refused before anything starts"
@@ -144,12 +147,12 @@ def test_schedule_is_a_fixed_grid_and_spreads_the_users_over_the_steps() -> None
 
 
 def test_every_journey_step_has_a_request() -> None:
-    journey = UserJourney("new york", "tpabc")
+    journey = Journey("new york", "tpabc", first_name="Throughput")
     journey.vehicle_id = "v1"
     journey.ride = {"city": "new york", "id": "r1"}
     requests = {step: journey.request(step) for step in STEPS}
-    assert requests["view vehicles"][1] == "/cities/new%20york/vehicles"
-    assert requests["end ride"][:2] == ("PATCH", "/rides/new%20york/r1")
+    assert requests["view vehicles"].path == "/cities/new%20york/vehicles"
+    assert (requests["end ride"].method, requests["end ride"].path) == ("PATCH", "/rides/new%20york/r1")
 
 
 def test_judge_names_every_failed_criterion() -> None:
@@ -327,51 +330,22 @@ def write_fixtures(bench_dir: Path) -> list[str]:
     return kinds
 
 
-def test_report_recognises_results_and_nothing_else(tmp_path: Path) -> None:
-    assert classify({"benchmark": "throughput"}) == "throughput"
-    assert classify({"topology": "multi", "plan": {}, "processes": []}) is None  # a lab's state file
-    assert classify([{"name": "app:us-east1->us-east1-a"}]) is None  # a links spec
-    assert classify({"settings": {"configured_rtt_ms": 20}, "error": {}, "rtt": {}, "pass": True}) == "links"
-    write_fixtures(tmp_path)
-    (tmp_path / "ycsb" / "servers").mkdir()
-    (tmp_path / "ycsb" / "servers" / "stray.json").write_text('{"benchmark": "ycsb"}')
-    (tmp_path / "broken.json").write_text("{")
-    assert [r.kind for r in find_results(tmp_path)] == ["ycsb", "insert", "rehome", "failover"]
-
-
-@pytest.mark.parametrize("make", ["missing", "empty"])
-def test_report_bad_run_dir_exits_2_with_one_line(make: str, tmp_path: Path) -> None:
-    run_dir = tmp_path / "bench"
-    if make == "empty":
-        run_dir.mkdir()
-    result = CliRunner().invoke(report_command, ["--run-dir", str(run_dir)])
-    assert result.exit_code == 2, result.output
-    assert len(result.output.strip().splitlines()) == 1
-
-
 @pytest.mark.lab
 @pytest.mark.browser
 def test_report_opens_in_chromium_with_every_plot(quick_throughput: dict, bench_dir: Path, chromium: Path) -> None:
-    from movr.bench.journey import journey_command
-    from movr.bench.links import links_command
-
     runner = CliRunner()
-    journey_dir = bench_dir / "journey"
     args = ["--scale", "0.05", "--repeats", "1", "--from", "rome", "--topologies", "single"]
-    args += ["--run-dir", str(journey_dir), "--json", str(journey_dir / "journey.json")]
-    journey = runner.invoke(journey_command, args, catch_exceptions=False)
+    journey = runner.invoke(main, ["bench", "journey", *args, "--run-dir", str(bench_dir)], catch_exceptions=False)
     assert journey.exit_code == 0, journey.output
-    links_json = bench_dir / "links" / "links.json"
-    links_json.parent.mkdir()
-    links = runner.invoke(
-        links_command, ["--count", "200", "--rate", "400", "--rtt-ms", "10", "--json", str(links_json)]
-    )
-    assert links.exit_code in (0, 1) and links_json.exists(), links.output  # 1: the link missed its targets
+    args = ["--count", "200", "--rate", "400", "--rtt-ms", "10", "--run-dir", str(bench_dir)]
+    links = runner.invoke(main, ["bench", "links", *args])
+    assert links.exit_code in (0, 1), links.output  # 1: the link missed its targets
+    assert (bench_dir / "journey.json").exists() and (bench_dir / "links.json").exists(), "where the runner puts them"
     fixtures = write_fixtures(bench_dir)
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     output = ARTIFACTS / "report.html"
-    result = runner.invoke(report_command, ["--run-dir", str(bench_dir), "--output", str(output)])
+    result = runner.invoke(main, ["bench", "report", "--run-dir", str(bench_dir), "--output", str(output)])
     assert result.exit_code == 0, result.output
     page_html = output.read_text()
     kinds = ["journey", "links", *fixtures, "throughput"]
