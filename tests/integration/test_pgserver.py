@@ -9,13 +9,8 @@ import psutil
 import psycopg
 import pytest
 
-from movr.lab.pgserver import (
-    PostgresServer,
-    PostgresStartError,
-    read_password,
-    running_server,
-    stop_stray_servers,
-)
+from movr.lab.pgserver import PostgresServer, PostgresStartError, read_password, running_server
+from movr.lab.postmasters import stop_stray_servers
 
 pytestmark = pytest.mark.integration
 

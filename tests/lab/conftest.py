@@ -23,7 +23,7 @@ def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         run_dir = tmp_path_factory.mktemp(f"lab-{topology}")
         started.append(run_dir)
         preset = load_preset(preset_name)
-        state = lab_up(run_dir, preset, preset_name, topology, LAB_SCALE)
+        state = lab_up(run_dir, preset_name, topology, LAB_SCALE)
         # The check made after `lab down` must see every process the lab started, or it proves nothing.
         seen = {process.pid for process in processes_left(run_dir)}
         assert {p.pid for p in state.processes} <= seen, "processes_left misses processes of a running lab"

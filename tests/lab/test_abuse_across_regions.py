@@ -31,10 +31,10 @@ def lab(lab_factory) -> LabState:
 
 def backend_of(lab: LabState, region: str) -> RegionalPostgresBackend:
     urls = {
-        server_region: lab.server_dsn(server_region, via_link=f"app:{region}->{server['name']}")
-        for server_region, server in lab.plan["servers"].items()
+        server_region: lab.server_dsn(server_region, via_link=f"app:{region}->{server.name}")
+        for server_region, server in lab.plan.servers.items()
     }
-    return RegionalPostgresBackend(urls, PRESET, region)
+    return RegionalPostgresBackend.from_urls(urls, PRESET, region)
 
 
 @pytest.fixture(scope="module")

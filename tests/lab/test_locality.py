@@ -6,12 +6,15 @@ import json
 import urllib.request
 
 import pytest
-from labkit import LAB_SCALE
+from labkit import LAB_SCALE, assert_links_shown_whole, lab_status
 
 from movr.bench.journey import STEPS, run_journey
 from movr.geo import load_preset
 from movr.lab import control
+from movr.lab.apps import restart_app_server
 from movr.lab.links import fetch_counters
+from movr.lab.processes import is_alive, stop_process_tree
+from movr.lab.state import LabState
 from movr.lab.supervisor import processes_left
 from movr.store.regional import directory_region
 
@@ -59,6 +62,13 @@ def test_signup_with_a_remote_username_directory_costs_two_wan_round_trips(multi
     assert [s.link_wan_round_trips for s in run.steps[1:]] == [0] * (len(STEPS) - 1)
 
 
+def test_lab_status_at_80_columns_shows_the_links_as_a_matrix_naming_each_end_whole(multi):
+    text, status = lab_status(multi.run_dir, columns=80)
+    assert len(status["links"]) == 11  # 3 x 3 app links, 2 GLOBAL-table replication links
+    assert_links_shown_whole(text, status)
+    assert "DOWN" not in text
+
+
 def test_global_promo_codes_are_read_locally_in_every_region(multi):
     before = fetch_counters(multi.links_control_port, token=multi.control_token)
     for city in ("rome", "seattle", "boston"):
@@ -72,6 +82,18 @@ def test_global_promo_codes_are_read_locally_in_every_region(multi):
     after = fetch_counters(multi.links_control_port, token=multi.control_token)
     wan = [n for n in after if n.startswith("app:") and after[n]["round_trips"] != before.get(n, {}).get("round_trips")]
     assert all(n.split("->")[1].startswith(n.split(":")[1].split("->")[0]) for n in wan)
+
+
+def test_an_app_server_started_again_runs_exactly_as_lab_up_started_it(multi):
+    before = {record.name: record for record in LabState.read(multi.run_dir).processes}["app-us-west1"]
+    assert stop_process_tree(before, 10.0)
+    pid = restart_app_server(multi.run_dir, "us-west1")
+    after = {record.name: record for record in LabState.read(multi.run_dir).processes}["app-us-west1"]
+    assert after.pid == pid != before.pid and is_alive(after)
+    assert after.cmdline == before.cmdline  # same workers and threads (a plain lab's app is not single-threaded)
+    assert after.cmdline[after.cmdline.index("--threads") + 1] == "4"
+    with urllib.request.urlopen(f"http://127.0.0.1:{after.port}/healthz", timeout=10) as response:
+        assert json.loads(response.read())["region"] == "us-west1"
 
 
 def test_hybrid_pays_one_wan_round_trip_per_statement(lab_factory):

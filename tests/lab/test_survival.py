@@ -11,9 +11,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
-from labkit import LAB_SCALE
+from labkit import LAB_SCALE, assert_links_shown_whole, lab_status
 
-from movr.bench.failover import DrillConfig, run_drill
+from movr.bench.failover.drill import DrillConfig, run_drill
 from movr.bench.journey import run_journey
 from movr.cli import main
 from movr.geo import load_preset
@@ -73,7 +73,7 @@ def domiciled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabState]:
 
     run_dir = tmp_path_factory.mktemp("lab-domiciled")
     try:
-        state = lab_up(run_dir, AWS, "aws-eu-us", "multi", LAB_SCALE, survival=SurvivalOptions("region"))
+        state = lab_up(run_dir, "aws-eu-us", "multi", LAB_SCALE, survival=SurvivalOptions("region"))
         n = len(AWS.cities)
         state.load_sample(generate(AWS, users=n, vehicles=n, rides=n, seed=5))
         yield state
@@ -140,11 +140,14 @@ def test_a_partition_cuts_links_but_is_no_failover_and_writes_still_reach_a_quor
             link["name"]: link for link in fetch_links(domiciled.links_control_port, token=domiciled.control_token)
         }
         assert links["standby:eu-west-3->us-east-2-a"]["down"] and not links["app:us-east-2->us-east-2-a"]["down"]
+        text, status = lab_status(run_dir, columns=80)
+        assert_links_shown_whole(text, status)
+        assert text.count("DOWN") == len(down) == sum(link["down"] for link in status["links"])
         # Boston's commits wait for its standby in eu-central-1 now; the journey completes.
         state = LabState.read(run_dir)
         journey = run_journey(state, AWS, "boston", state.scale, username=username)
         assert [s.status < 300 for s in journey.steps] == [True] * len(journey.steps)
-        assert LabState.read(run_dir).survival.get("failovers", []) == []
+        assert LabState.read(run_dir).survival.failovers == []
     finally:
         heal(run_dir, ["eu-west-3", "us-east-2"])
     links = {link["name"]: link for link in fetch_links(domiciled.links_control_port, token=domiciled.control_token)}

@@ -25,8 +25,9 @@ from movr.lab import control
 from movr.lab.faults import fail_region
 from movr.lab.layout import plan_lab
 from movr.lab.pgserver import read_password
+from movr.lab.processes import RUN_DIR_MARKER, is_alive, launch, processes_left
 from movr.lab.state import STATE_FILE, LabState, ProcessRecord
-from movr.lab.supervisor import RUN_DIR_MARKER, _launch, is_alive, lab_down, processes_left
+from movr.lab.supervisor import lab_down
 
 MOVR = str(Path(sys.executable).with_name("movr"))
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(300)"]
@@ -56,7 +57,7 @@ def stranger() -> Iterator[psutil.Process]:
 def _state(run_dir: Path, processes: list[ProcessRecord], topology: str = "single") -> LabState:
     preset = load_preset("gcp-3")
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    state = LabState(run_dir.resolve(), topology, "gcp-3", 0.05, plan_lab(preset, topology, 0.05, "gcp-3").as_dict())
+    state = LabState(run_dir.resolve(), plan_lab(preset, topology, 0.05, "gcp-3"))
     state.processes = processes
     state.write()
     return state
@@ -70,9 +71,9 @@ def _in_place_of(record: ProcessRecord, pid: int) -> ProcessRecord:
 def test_lab_down_stops_its_own_process_and_spares_a_stranger_holding_a_recorded_pid(tmp_path, stranger) -> None:
     run_dir = tmp_path / "run"
     (run_dir / "logs").mkdir(parents=True)
-    own, own_record = _launch(run_dir.resolve(), "links", "links", SLEEPER, None)
+    own, own_record = launch(run_dir.resolve(), "links", "links", SLEEPER, None)
     try:
-        _, balancer = _launch(run_dir.resolve(), "balancer", "balancer", SLEEPER, None)
+        _, balancer = launch(run_dir.resolve(), "balancer", "balancer", SLEEPER, None)
         psutil.Process(balancer.pid).kill()  # the lab's balancer died; its pid went to the stranger
         _state(run_dir, [own_record, _in_place_of(balancer, stranger.pid)])
         assert is_alive(own_record) and not is_alive(_in_place_of(balancer, stranger.pid))
@@ -113,7 +114,7 @@ def test_each_half_of_the_proof_is_needed(tmp_path, stranger) -> None:
 def test_lab_down_also_stops_a_process_started_for_the_lab_that_its_state_file_lost(tmp_path) -> None:
     run_dir = tmp_path / "run"
     (run_dir / "logs").mkdir(parents=True)
-    orphan, _ = _launch(run_dir.resolve(), "app-us-east1", "app", SLEEPER, None)
+    orphan, _ = launch(run_dir.resolve(), "app-us-east1", "app", SLEEPER, None)
     try:
         assert settled(orphan.pid, SLEEPER).environ()[RUN_DIR_MARKER] == str(run_dir.resolve())
         _state(run_dir, [])  # recorded nowhere
@@ -129,7 +130,7 @@ def test_lab_down_also_stops_a_process_started_for_the_lab_that_its_state_file_l
 def test_a_region_drill_does_not_kill_a_stranger_holding_the_app_servers_pid(tmp_path, capfd, stranger) -> None:
     run_dir = tmp_path / "run"
     (run_dir / "logs").mkdir(parents=True)
-    _, app = _launch(run_dir.resolve(), "app-europe-west1", "app", SLEEPER, None)
+    _, app = launch(run_dir.resolve(), "app-europe-west1", "app", SLEEPER, None)
     psutil.Process(app.pid).kill()
     _state(run_dir, [_in_place_of(app, stranger.pid)], topology="multi")
 
@@ -168,7 +169,7 @@ def test_a_live_lab_wants_its_token_and_password_and_lab_down_spares_a_stranger(
     region = state.preset.primary_region
     drill = f"{state.balancer_url}/_balancer/regions/{region}"
     assert _post(drill, {"Content-Type": "text/plain"}, {"down": True}) == 401
-    links = f"http://127.0.0.1:{state.links_control_port}/links/{state.plan['links'][0]['name']}"
+    links = f"http://127.0.0.1:{state.links_control_port}/links/{state.plan.links[0].name}"
     assert _post(links, {"Content-Type": "text/plain"}, {"down": True}) == 401
     status = control.call(f"{state.balancer_url}/_balancer/status", state.control_token)
     assert status["regions"][region]["forced_down"] is False

@@ -39,10 +39,10 @@ def lab(lab_factory) -> LabState:
 def backend_of(lab: LabState, region: str) -> RegionalPostgresBackend:
     """What `region`'s app server uses: every server reached through that region's app links."""
     urls = {
-        server_region: lab.server_dsn(server_region, via_link=f"app:{region}->{server['name']}")
-        for server_region, server in lab.plan["servers"].items()
+        server_region: lab.server_dsn(server_region, via_link=f"app:{region}->{server.name}")
+        for server_region, server in lab.plan.servers.items()
     }
-    return RegionalPostgresBackend(urls, PRESET, region)
+    return RegionalPostgresBackend.from_urls(urls, PRESET, region)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def query(lab: LabState, region: str, sql: str, **params) -> list[tuple]:
 def users_named(lab: LabState, username: str) -> int:
     return sum(
         query(lab, region, "SELECT count(*) FROM users WHERE username = %(u)s", u=username)[0][0]
-        for region in lab.plan["servers"]
+        for region in lab.plan.servers
     )
 
 
@@ -81,7 +81,7 @@ def directory_entries(lab: LabState, username: str) -> int:
 
 
 def prepared_gids(lab: LabState) -> set[str]:
-    return {row[0] for region in lab.plan["servers"] for row in query(lab, region, "SELECT gid FROM pg_prepared_xacts")}
+    return {row[0] for region in lab.plan.servers for row in query(lab, region, "SELECT gid FROM pg_prepared_xacts")}
 
 
 def in_doubt_by_region(lab: LabState) -> dict[str, int | None]:

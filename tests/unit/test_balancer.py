@@ -26,7 +26,7 @@ from movr.lab import control
 from movr.lab.balancer import (
     BALANCER_KEY,
     Balancer,
-    ConfigError,
+    BalancerConfigError,
     build_app,
     choose_region,
     parse_config,
@@ -89,7 +89,7 @@ def test_config_defaults_and_errors():
         {"preset": "gcp-3", "apps": apps, "default_city": "atlantis"},
         {"preset": "no-such-preset", "apps": apps},
     ):
-        with pytest.raises(ConfigError):
+        with pytest.raises(BalancerConfigError):
             parse_config(bad)
 
 
@@ -286,6 +286,7 @@ def test_control_endpoints_want_the_token_and_json_and_a_page_cannot_take_a_regi
     asyncio.run(_control_refusals())
 
 
+@pytest.mark.slow  # a process of its own
 def test_balancer_process_refuses_to_start_without_a_token(tmp_path: Path):
     config = tmp_path / "balancer.json"
     config.write_text(json.dumps({"preset": "gcp-3", "apps": {"us-west1": "http://127.0.0.1:1"}}))
@@ -342,5 +343,6 @@ async def _process(config_path: Path) -> None:
     assert len(seen) == 1
 
 
+@pytest.mark.slow  # a process of its own
 def test_balancer_process_serves_and_stops_on_sigterm(tmp_path: Path):
     asyncio.run(_process(tmp_path / "balancer.json"))

@@ -216,6 +216,7 @@ def test_specs_validate_and_round_trip(tmp_path: Path) -> None:
     assert load_specs(tmp_path / "links.json") == specs
 
 
+@pytest.mark.slow  # a process of its own
 def test_link_server_process_reports_counters_and_stops_on_sigterm(echo_port: int, tmp_path: Path) -> None:
     spec_path = tmp_path / "links.json"
     dump_specs([LinkSpec("a-b", 0, echo_port, 1.0, "wan", "a", "b")], spec_path)
@@ -257,6 +258,7 @@ def test_link_server_process_reports_counters_and_stops_on_sigterm(echo_port: in
     assert not psutil.pid_exists(process.pid)
 
 
+@pytest.mark.slow  # the links benchmark, in small
 def test_measure_link_fidelity_smoke() -> None:
     result = measure_link_fidelity(rtt_ms=4.0, rate=200.0, count=40, connections=2)
     assert {"settings", "environment", "baseline_rtt", "rtt", "error", "app_error", "link_counters", "pass"} <= (
@@ -277,6 +279,7 @@ def _refusal(url: str, headers: dict[str, str], body: bytes | None) -> tuple[int
     return refused.value.code, error["code"]
 
 
+@pytest.mark.slow  # a process of its own
 def test_link_control_wants_the_token_and_json(echo_port: int, tmp_path: Path) -> None:
     spec_path = tmp_path / "links.json"
     dump_specs([LinkSpec("a-b", 0, echo_port, 1.0, "wan", "a", "b")], spec_path)

@@ -6,10 +6,15 @@ import socket
 import threading
 
 import pytest
+from click.testing import CliRunner
 
-from movr.bench.failover import Sample, expectations, per_city
+from movr.bench.failover.analysis import expectations, per_city
+from movr.bench.failover.output import checks as failover_checks
+from movr.bench.failover.riders import Sample
+from movr.bench.floors import journey_commit_ms
+from movr.cli import main
 from movr.geo import load_preset
-from movr.lab.layout import LabPlan, plan_lab
+from movr.lab.layout import LabPlan, SurvivalLayout, plan_lab
 from movr.lab.links import LinkSpec, run_links_in_thread
 from movr.lab.survival import (
     Probe,
@@ -17,7 +22,6 @@ from movr.lab.survival import (
     choose_promotion,
     commit_wait_ms,
     format_lsn,
-    journey_commit_ms,
     parse_lsn,
     plan_survival,
     sync_members,
@@ -29,17 +33,17 @@ AWS = load_preset("aws-eu-us")
 GCP = load_preset("gcp-3")
 
 
-def layout_for(options: SurvivalOptions, preset=AWS, scale: float = 1.0) -> tuple[LabPlan, dict]:
+def layout_for(options: SurvivalOptions, preset=AWS, scale: float = 1.0) -> tuple[LabPlan, SurvivalLayout]:
     plan = plan_lab(preset, "multi", scale, preset.name)
-    return plan, plan_survival(plan, options.spec(preset.name), preset)
+    return plan, plan_survival(plan, options.spec(preset.name))
 
 
 def test_zone_survival_puts_two_standbys_in_every_home_region_and_waits_for_one():
     _, layout = layout_for(SurvivalOptions("zone"))
     for region in AWS.region_names:
-        group = layout["groups"][region]
-        assert group["members"] == [f"{region}-a", f"{region}-b", f"{region}-c"]
-        assert {layout["servers"][m]["region"] for m in group["members"]} == {region}
+        group = layout.groups[region]
+        assert group.members == [f"{region}-a", f"{region}-b", f"{region}-c"]
+        assert {layout.servers[m].region for m in group.members} == {region}
         assert sync_members(layout, region, f"{region}-a") == [f"{region}-b", f"{region}-c"]
         assert commit_wait_ms(layout, AWS, region, f"{region}-a") == AWS.intra_region_rtt_ms
     names = sync_standby_names(layout, "eu-west-3", "eu-west-3-a")
@@ -48,8 +52,8 @@ def test_zone_survival_puts_two_standbys_in_every_home_region_and_waits_for_one(
 
 def test_region_survival_waits_for_another_region_and_costs_the_nearest_rtt():
     _, layout = layout_for(SurvivalOptions("region", super_regions=False))
-    group = layout["groups"]["us-east-2"]
-    assert group["members"] == [
+    group = layout.groups["us-east-2"]
+    assert group.members == [
         "us-east-2-a",
         "us-east-2-b",
         "us-east-2-in-eu-central-1",
@@ -81,13 +85,13 @@ def test_super_region_domiciles_standbys_and_gets_a_zone_goal():
     plan, layout = layout_for(SurvivalOptions("region"))
     europe = {"eu-central-1", "eu-west-3"}
     for region in europe:
-        assert layout["groups"][region]["goal"] == "zone"  # two regions cannot survive a region failure
-        assert set(layout["groups"][region]["allowed"]) == europe
-        assert {layout["servers"][m]["region"] for m in layout["groups"][region]["members"]} <= europe
-    us = layout["groups"]["us-east-2"]
-    assert us["goal"] == "region" and set(us["allowed"]) == set(AWS.region_names)
+        assert layout.groups[region].goal == "zone"  # two regions cannot survive a region failure
+        assert set(layout.groups[region].allowed) == europe
+        assert {layout.servers[m].region for m in layout.groups[region].members} <= europe
+    us = layout.groups["us-east-2"]
+    assert us.goal == "region" and set(us.allowed) == set(AWS.region_names)
     # Directory entries go only where every city's rows may go: Europe.
-    assert layout["directory_regions"] == sorted(europe)
+    assert layout.directory_regions == sorted(europe)
     # No link carries a European group's replication out of Europe.
     for link in plan.links:
         if link.name.startswith("standby:") and link.dst.startswith("eu-"):
@@ -96,9 +100,9 @@ def test_super_region_domiciles_standbys_and_gets_a_zone_goal():
 
 def test_placement_restricted_keeps_every_replica_at_home():
     _, layout = layout_for(SurvivalOptions("zone", placement_restricted=True))
-    for region, group in layout["groups"].items():
-        assert group["allowed"] == [region]
-    assert layout["directory_regions"] is None  # no region is allowed for every city: the audit will say so
+    for region, group in layout.groups.items():
+        assert group.allowed == [region]
+    assert layout.directory_regions is None  # no region is allowed for every city: the audit will say so
     with pytest.raises(SpecError, match="PLACEMENT RESTRICTED"):
         SurvivalOptions("region", super_regions=False, placement_restricted=True).spec("aws-eu-us")
 
@@ -111,7 +115,7 @@ def test_region_survival_needs_three_regions_in_a_super_region_unless_it_is_sett
 def test_survival_needs_the_multi_topology():
     plan = plan_lab(GCP, "hybrid", 1.0, "gcp-3")
     with pytest.raises(ValueError, match="multi"):
-        plan_survival(plan, SurvivalOptions("zone").spec("gcp-3"), GCP)
+        plan_survival(plan, SurvivalOptions("zone").spec("gcp-3"))
 
 
 def test_standby_and_replication_links_carry_the_distance():
@@ -123,7 +127,7 @@ def test_standby_and_replication_links_carry_the_distance():
     # A subscriber's data may be promoted anywhere: a repl link from every region, the primary's included.
     repl = {x.src for x in plan.links if x.name.startswith("repl:")}
     assert repl == set(AWS.region_names)
-    ports = [x.listen_port for x in plan.links] + [s["port"] for s in layout["servers"].values()]
+    ports = [x.listen_port for x in plan.links] + [s.port for s in layout.servers.values()]
     assert len(ports) == len(set(ports))
 
 
@@ -131,6 +135,7 @@ def test_plan_round_trips_through_the_state_file():
     plan, _ = layout_for(SurvivalOptions("zone"))
     again = LabPlan.from_dict(plan.as_dict())
     assert again.as_dict() == plan.as_dict()
+    assert again == plan and again.survival == plan.survival and again.preset.name == plan.preset.name
 
 
 # --- the failover rule -----------------------------------------------------------------------------------
@@ -257,8 +262,8 @@ REGION_KILL_CITIES = [("stockholm", "eu-central-1", True, 7), ("dublin", "eu-wes
 
 def test_a_region_kill_drill_passes_only_with_a_failover_and_resumed_writes():
     _, layout = layout_for(SurvivalOptions("region", super_regions=False))
-    lost = {name for name, server in layout["servers"].items() if server["region"] == "eu-central-1"}
-    before = {group: info["primary"] for group, info in layout["groups"].items()}
+    lost = {name for name, server in layout.servers.items() if server.region == "eu-central-1"}
+    before = {group: info.primary for group, info in layout.groups.items()}
 
     good = expectations(
         drill_result("eu-central-1", "region", ["eu-central-1"], REGION_KILL_CITIES), layout, before, lost
@@ -278,8 +283,8 @@ def test_a_region_kill_drill_passes_only_with_a_failover_and_resumed_writes():
 
 def test_zone_survival_expects_a_lost_region_to_be_unavailable_and_the_rest_untouched():
     _, layout = layout_for(SurvivalOptions("zone", super_regions=False))
-    lost = {name for name, server in layout["servers"].items() if server["region"] == "eu-central-1"}
-    before = {group: info["primary"] for group, info in layout["groups"].items()}
+    lost = {name for name, server in layout.servers.items() if server.region == "eu-central-1"}
+    before = {group: info.primary for group, info in layout.groups.items()}
     cities = [("stockholm", "eu-central-1", False, 30), ("dublin", "eu-west-1", True, 0)]
     verdict = expectations(drill_result("eu-central-1", "region", [], cities), layout, before, lost)
     assert verdict == {"survive": [], "unavailable_by_design": ["eu-central-1"], "unmet": []}
@@ -287,6 +292,33 @@ def test_zone_survival_expects_a_lost_region_to_be_unavailable_and_the_rest_unto
     result = drill_result("eu-central-1", "region", [], cities)
     result["ledger_check"] = {"ok": False, "lost": ["ride 1"], "duplicated": []}
     assert expectations(result, layout, before, lost)["unmet"] == ["acknowledged writes lost 1, duplicated 0"]
+
+
+def test_the_drills_checks_split_its_verdict_by_promise():
+    _, layout = layout_for(SurvivalOptions("region", super_regions=False))
+    lost = {name for name, server in layout.servers.items() if server.region == "eu-central-1"}
+    before = {group: info.primary for group, info in layout.groups.items()}
+    stuck_cities = [("stockholm", "eu-central-1", False, 40), ("dublin", "eu-west-1", True, 0)]
+    result = drill_result("eu-central-1", "region", [], stuck_cities)
+    result["ledger_check"] |= {"acknowledged_writes": 12, "lost": ["ride 1"], "ok": False}
+    result["expectations"] = expectations(result, layout, before, lost)
+    checks = {check.name: check for check in failover_checks(result)}
+    assert checks["no acknowledged write lost or duplicated"].holds is False
+    assert checks["invariants hold"].holds and checks["replicas identical after the heal"].holds
+    availability = next(check for name, check in checks.items() if name.startswith("the survival goals'"))
+    assert availability.holds is False and "no failover" in availability.detail
+    assert "lost 1" not in availability.detail, "each broken promise is named once, by its own check"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--kill-at", "20", "--duration", "10"], ["--preset", "no-such-preset"], ["--quick", "--kill-at", "12"]],
+)
+def test_failover_bad_options_exit_2_with_one_line_before_anything_starts(args: list[str], tmp_path) -> None:
+    result = CliRunner().invoke(main, ["bench", "failover", "--run-dir", str(tmp_path / "run"), *args])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
 
 
 # --- links re-pointed on failover ------------------------------------------------------------------------

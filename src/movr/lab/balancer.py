@@ -6,10 +6,10 @@ app's response is read: ``movr.lab.links_access``, the only waiting here) and fo
 region's app with location headers added. So a request from Rome costs the client one Rome<->region round
 trip, counted per region (law 2), and nothing else in the balancer stands in for distance (law 1).
 
-Client city, first match wins (unknown names fall through to the next source):
-``X-Client-City`` header; the city part of a GCP-style ``X-Client-Geo-Location: region,city`` header;
-the ``movr_browsing_from`` cookie (URL-decoded); the configured ``default_city`` (null: the first city of the
-primary region). Names match the preset's cities case-insensitively.
+Client city: read from the request exactly as the app reads it (``movr.geo.client_location``: the
+``X-Client-City`` header, the city part of ``X-Client-Geo-Location``, the ``movr_browsing_from`` cookie;
+URL-decoded, case-insensitive), else the configured ``default_city`` (null: the first city of the primary
+region).
 
 Config (JSON)::
 
@@ -41,25 +41,24 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from movr.geo import Preset, PresetError, load_preset
+from movr.geo.client_location import CITY_HEADER, GEO_HEADER, geo_header_value, match_city, resolve
 from movr.lab import control
+from movr.lab.layout import TOPOLOGIES
+from movr.lab.links import new_event_loop
 from movr.lab.links_access import AccessLinkCounters, carry
 from movr.lab.upstream import UpstreamError, UpstreamPool
 
 log = logging.getLogger("movr.lab.balancer")
 
 LISTEN_HOST = "127.0.0.1"  # the lab is one machine; the balancer never listens on another address
-TOPOLOGIES = ("single", "hybrid", "multi")
 
-CITY_HEADER = "X-Client-City"
-GEO_HEADER = "X-Client-Geo-Location"
-CITY_COOKIE = "movr_browsing_from"
 REGION_HEADER = "X-Movr-Balancer-Region"
 RTT_HEADER = "X-Movr-Client-Rtt-Ms"
 CONTROL_PREFIX = "/_balancer/"
@@ -90,7 +89,7 @@ _MAX_BODY_BYTES = 64 * 1024 * 1024
 UPSTREAM_TIMEOUT_S = 120.0
 
 
-class ConfigError(ValueError):
+class BalancerConfigError(ValueError):
     """A balancer config that cannot be used."""
 
 
@@ -107,44 +106,44 @@ class BalancerConfig:
 def parse_config(data: Mapping[str, Any]) -> BalancerConfig:
     """Validate a config dict (the JSON file's content) against its preset."""
     if "preset" not in data:
-        raise ConfigError("config needs 'preset'")
+        raise BalancerConfigError("config needs 'preset'")
     try:
         preset = load_preset(data["preset"])
     except PresetError as err:
-        raise ConfigError(str(err)) from None
+        raise BalancerConfigError(str(err)) from None
 
     topology = data.get("topology", "multi")
     if topology not in TOPOLOGIES:
-        raise ConfigError(f"topology must be one of {TOPOLOGIES}, not {topology!r}")
+        raise BalancerConfigError(f"topology must be one of {TOPOLOGIES}, not {topology!r}")
     try:
         scale = float(data.get("scale", 1.0))
     except (TypeError, ValueError):
-        raise ConfigError(f"scale must be a number, not {data.get('scale')!r}") from None
+        raise BalancerConfigError(f"scale must be a number, not {data.get('scale')!r}") from None
     if scale < 0:
-        raise ConfigError("scale must not be negative")
+        raise BalancerConfigError("scale must not be negative")
 
     primary = data.get("primary_region") or preset.primary_region
     if primary not in preset.regions:
-        raise ConfigError(f"primary_region {primary!r} is not a region of preset {preset.name}")
+        raise BalancerConfigError(f"primary_region {primary!r} is not a region of preset {preset.name}")
 
     apps_in = data.get("apps") or {}
     if not isinstance(apps_in, Mapping):
-        raise ConfigError("apps must map region -> URL")
+        raise BalancerConfigError("apps must map region -> URL")
     for region in apps_in:
         if region not in preset.regions:
-            raise ConfigError(f"apps names {region!r}, not a region of preset {preset.name}")
+            raise BalancerConfigError(f"apps names {region!r}, not a region of preset {preset.name}")
     apps = {region: str(url).rstrip("/") for region, url in apps_in.items()}
     for region, url in apps.items():
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname or parts.path or parts.query:
-            raise ConfigError(f"the app of {region} must be at http://host:port, not {url!r}")
+            raise BalancerConfigError(f"the app of {region} must be at http://host:port, not {url!r}")
     if topology == "single":
         # The seed article's "before": one app in the primary region serves the world.
         if primary not in apps:
-            raise ConfigError(f"topology single needs an app in the primary region {primary}")
+            raise BalancerConfigError(f"topology single needs an app in the primary region {primary}")
         apps = {primary: apps[primary]}
     elif not apps:
-        raise ConfigError("apps is empty")
+        raise BalancerConfigError("apps is empty")
 
     default_city = data.get("default_city")
     if default_city is None:
@@ -152,7 +151,7 @@ def parse_config(data: Mapping[str, Any]) -> BalancerConfig:
     else:
         matched = match_city(preset, str(default_city))
         if matched is None:
-            raise ConfigError(f"default_city {default_city!r} is not a city of preset {preset.name}")
+            raise BalancerConfigError(f"default_city {default_city!r} is not a city of preset {preset.name}")
         default_city = matched
     return BalancerConfig(preset, scale, topology, primary, apps, default_city)
 
@@ -162,7 +161,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     data = json.loads(path.read_text())
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: config must be a JSON object")
+        raise BalancerConfigError(f"{path}: config must be a JSON object")
     preset = data.get("preset")
     if isinstance(preset, str) and preset.endswith(".toml") and not Path(preset).is_absolute():
         beside = path.parent / preset
@@ -174,27 +173,9 @@ def load_config(path: str | Path) -> dict[str, Any]:
 # --- pure decisions -----------------------------------------------------------------------------------------
 
 
-def match_city(preset: Preset, name: str | None) -> str | None:
-    """The preset's spelling of `name` (trimmed, case-insensitive), or None when it names no city."""
-    if not name:
-        return None
-    wanted = name.strip().casefold()
-    return next((city for city in preset.cities if city.casefold() == wanted), None)
-
-
 def resolve_city(preset: Preset, headers: Mapping[str, str], cookies: Mapping[str, str], default_city: str) -> str:
-    """Where the client is: city header, then geo header, then cookie, then the default."""
-    geo = headers.get(GEO_HEADER)
-    cookie = cookies.get(CITY_COOKIE)
-    for name in (
-        headers.get(CITY_HEADER),
-        geo.partition(",")[2] if geo else None,
-        unquote_plus(cookie) if cookie else None,
-    ):
-        city = match_city(preset, name)
-        if city is not None:
-            return city
-    return default_city
+    """Where the client is, read as the app reads it (movr.geo.client_location), else the default city."""
+    return resolve(preset, headers, cookies).city or default_city
 
 
 def choose_region(preset: Preset, city: str, healthy_regions: list[str], topology: str, primary: str) -> str | None:
@@ -404,7 +385,7 @@ def _upstream_headers(request: web.Request, city: str, city_region: str) -> CIMu
     headers: CIMultiDict[str] = CIMultiDict((k, v) for k, v in request.headers.items() if k not in drop)
     # Setting replaces every copy the client sent: the app must trust only what the balancer resolved.
     headers[CITY_HEADER] = city
-    headers[GEO_HEADER] = f"{city_region},{city}"
+    headers[GEO_HEADER] = geo_header_value(city_region, city)
     peer = request.remote or ""
     prior = request.headers.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
@@ -437,7 +418,7 @@ BALANCER_KEY = web.AppKey("balancer", Balancer)
 
 def build_app(config: Mapping[str, Any], token: str) -> web.Application:
     """The balancer as an aiohttp application (not yet listening), its control API behind `token`; raises
-    ConfigError on a bad config."""
+    BalancerConfigError on a bad config."""
     balancer = Balancer(parse_config(config))
     # Request bodies pass through as the client sent them, compressed or not.
     app = web.Application(client_max_size=_MAX_BODY_BYTES, handler_args={"auto_decompress": False})
@@ -452,15 +433,6 @@ def build_app(config: Mapping[str, Any], token: str) -> web.Application:
 
 
 # --- process entry point ------------------------------------------------------------------------------------
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop when installed (less per-request overhead, which would be added latency), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; this keeps the module importable
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 async def serve(app: web.Application, port: int, *, access_log: bool = False) -> None:
@@ -491,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app = build_app(load_config(args.config), control.token_from_env())
-    except (ConfigError, OSError, ValueError, control.ControlTokenError) as err:
+    except (BalancerConfigError, OSError, ValueError, control.ControlTokenError) as err:
         print(f"balancer: {err}", file=sys.stderr)
         return 2
     loop = new_event_loop()

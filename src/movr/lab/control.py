@@ -74,6 +74,7 @@ def _refusal(
 def guard(token: str) -> Callable[[Handler], Handler]:
     """Wrap aiohttp handlers of control endpoints: each request needs the token (and JSON, if it changes
     anything). Handlers, not a middleware, so that the balancer's forwarding path pays nothing for it."""
+    # Imported on use: every lab command reads this module (`call`), only the servers need aiohttp.
     from aiohttp import web
 
     if len(token) < _MIN_TOKEN_CHARS:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -40,44 +41,26 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from movr.lab.state import LabState, file_lock, lab_server, state_lock
-from movr.lab.survival import choose_promotion, format_lsn, layout_of, link_target
+from movr.lab.events import apply_link_states, group_operations, record_event
+from movr.lab.layout import link_name, link_target, subscription_name
+from movr.lab.links import post_link
+from movr.lab.standbys import StandbyError, probe_port, promote, set_quorum
+from movr.lab.state import LabState, lab_server
+from movr.lab.survival import choose_promotion, format_lsn
 
 INTERVAL_S = 0.2
 MISSES_TO_FAIL = 3
 PROBE_TIMEOUT_S = 1.0
-MAX_EVENTS = 200
-SURVIVAL_LOCK = "survival.lock"
 
 log = logging.getLogger("movr.lab.controller")
-
-
-def record_event(run_dir: Path, kind: str, message: str, **data: Any) -> dict[str, Any]:
-    """Append an event to the state file (kept to the last MAX_EVENTS) and the calling process's log."""
-    event = {"time": time.time(), "kind": kind, "message": message, **data}
-
-    def change(state: LabState) -> None:
-        state.survival.setdefault("events", []).append(event)
-        del state.survival["events"][:-MAX_EVENTS]
-
-    LabState.update(run_dir, change)
-    log.info("%s: %s", kind, message)
-    return event
-
-
-@contextlib.contextmanager
-def group_operations(run_dir: Path):
-    """Serializes failovers (controller) with rejoins and heals (movr lab heal) across processes."""
-    with file_lock(Path(run_dir) / SURVIVAL_LOCK):
-        yield
 
 
 class Controller:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir).resolve()
         state = LabState.read(self.run_dir)
-        layout = layout_of(state)
-        if layout is None:
+        layout = state.plan.survival
+        if layout is None or state.survival is None:
             raise SystemExit(f"the lab in {self.run_dir} has no survival goal: nothing to control")
         self.layout = layout
         self.preset = state.preset
@@ -86,7 +69,7 @@ class Controller:
         self.control_token = state.control_token
         self.passfile = state.passfile
         self.dsn = state.dsn
-        self.primaries: dict[str, str] = dict(state.survival["primaries"])
+        self.primaries: dict[str, str] = dict(state.survival.primaries)
         self.misses = dict.fromkeys(self.primaries, 0)
         self.first_miss: dict[str, float] = {}
         self.waiting: dict[str, str] = {}
@@ -96,7 +79,7 @@ class Controller:
     # --- probing ---
 
     def _port(self, name: str) -> int:
-        return int(self.layout["servers"][name]["port"])
+        return self.layout.port(name)
 
     def _ping(self, name: str) -> bool:
         conn = self._conns.get(name)
@@ -127,9 +110,7 @@ class Controller:
         return answers
 
     def probe_members(self, group: str, lost: str) -> dict[str, Any]:
-        from movr.lab.standbys import probe_port
-
-        members = [m for m in self.layout["groups"][group]["members"] if m != lost]
+        members = [m for m in self.layout.groups[group].members if m != lost]
         futures = {m: self._pool.submit(probe_port, self._port(m), self.passfile, PROBE_TIMEOUT_S) for m in members}
         probes = {}
         for name, future in futures.items():
@@ -165,16 +146,14 @@ class Controller:
                 self.fail_over(group, primary)
 
     def fail_over(self, group: str, lost: str) -> None:
-        from movr.lab.standbys import StandbyError, promote, set_quorum
-
         detected = time.time()
         with group_operations(self.run_dir):
             # `lab heal` may have moved a server to another port (its own was taken while it was down).
-            self.layout = layout_of(LabState.read(self.run_dir)) or self.layout
+            self.layout = LabState.read(self.run_dir).plan.survival or self.layout
             # A heal may have held the lock meanwhile and brought the primary back: never fence a live one.
             if self.ping_all([lost]).get(lost):
                 return
-            old = lab_server(self.run_dir, self.layout["servers"][lost])
+            old = lab_server(self.run_dir, self.layout.servers[lost])
             if old.is_running():
                 old.kill()
                 record_event(self.run_dir, "fenced", f"{group}: killed unresponsive primary {lost}", group=group)
@@ -204,7 +183,7 @@ class Controller:
                 "group": group,
                 "old": lost,
                 "new": new,
-                "new_region": self.layout["servers"][new]["region"],
+                "new_region": self.layout.servers[new].region,
                 "first_miss_at": self.first_miss.pop(group, detected),
                 "detected_at": detected,
                 "decided_at": decided,
@@ -216,8 +195,9 @@ class Controller:
             }
 
             def change(state: LabState) -> None:
-                state.survival.setdefault("primaries", {})[group] = new
-                state.survival.setdefault("failovers", []).append(failover)
+                assert state.survival is not None
+                state.survival.primaries[group] = new
+                state.survival.failovers.append(failover)
 
             LabState.update(self.run_dir, change)
             record_event(
@@ -233,16 +213,13 @@ class Controller:
 
     def reroute(self, group: str, new: str) -> None:
         """Point every link laid out for the group's original primary at `new`, at the new distance."""
-        from movr.lab.faults import apply_link_states
-        from movr.lab.links import post_link
-
-        original = self.layout["groups"][group]["primary"]
-        region = self.layout["servers"][new]["region"]
+        original = self.layout.groups[group].primary
+        region = self.layout.servers[new].region
         port = self._port(new)
         changed: dict[str, dict[str, Any]] = {}
         state = LabState.read(self.run_dir)
-        for link in state.plan["links"]:
-            _, src, server = link_target(link["name"])
+        for link in state.plan.links:
+            _, src, server = link_target(link.name)
             if server != original:
                 continue
             update = {
@@ -251,26 +228,24 @@ class Controller:
                 "kind": "local" if src == region else "wan",
                 "one_way_ms": self.preset.rtt_ms(src, region) * self.scale / 2,
             }
-            post_link(self.control_port, link["name"], token=self.control_token, **update)
-            changed[link["name"]] = update
+            post_link(self.control_port, link.name, token=self.control_token, **update)
+            changed[link.name] = update
 
         def change(current: LabState) -> None:
-            for link in current.plan["links"]:
-                link.update(changed.get(link["name"], {}))
+            for name, update in changed.items():
+                current.plan.replace_link(name, **update)
 
         LabState.update(self.run_dir, change)
         apply_link_states(LabState.read(self.run_dir))  # a re-pointed link may now cross a partition
 
     def repair_global_replication(self, group: str, new: str) -> None:
         """GLOBAL tables after a failover: slots on a promoted publisher, a subscriber's link from its region."""
-        from movr.lab.supervisor import subscription_name
-
         primary_region = self.preset.primary_region
         dsn = self.dsn(self._port(new), connect_timeout=2)
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 if group == primary_region:
-                    for region in self.layout["groups"]:
+                    for region in self.layout.groups:
                         if region == primary_region:
                             continue
                         slot = subscription_name(region)
@@ -280,16 +255,14 @@ class Controller:
                             (slot, slot),
                         )
                     return
-                region = self.layout["servers"][new]["region"]
-                publisher = self.layout["groups"][primary_region]["primary"]
+                region = self.layout.servers[new].region
+                publisher = self.layout.groups[primary_region].primary
                 state = LabState.read(self.run_dir)
-                link = next(
-                    (x for x in state.plan["links"] if x["name"] == f"repl:{region}->{publisher}"),
-                    None,
-                )
+                name = link_name("repl", region, publisher)
+                link = next((x for x in state.plan.links if x.name == name), None)
                 if link is None:
                     return
-                source = state.dsn(link["listen_port"])
+                source = state.dsn(link.listen_port)
                 conn.execute(
                     sql.SQL("ALTER SUBSCRIPTION {} CONNECTION {}").format(
                         sql.Identifier(subscription_name(group)), sql.Literal(source)
@@ -305,10 +278,11 @@ class Controller:
 
     def run(self, stop: threading.Event) -> None:
         def change(state: LabState) -> None:
-            state.survival["controller"] = {"pid": _pid(), "started_at": time.time()}
+            assert state.survival is not None
+            state.survival.controller = {"pid": os.getpid(), "started_at": time.time()}
 
         LabState.update(self.run_dir, change)
-        groups = ", ".join(f"{g} ({self.layout['groups'][g]['goal']}: {p})" for g, p in self.primaries.items())
+        groups = ", ".join(f"{g} ({self.layout.groups[g].goal}: {p})" for g, p in self.primaries.items())
         log.info("watching every %.0f ms, %d misses to fail: %s", INTERVAL_S * 1000, MISSES_TO_FAIL, groups)
         while not stop.is_set():
             started = time.monotonic()
@@ -320,12 +294,6 @@ class Controller:
         for name in list(self._conns):
             self._drop(name)
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,6 +311,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-__all__ = ["Controller", "group_operations", "record_event", "state_lock"]

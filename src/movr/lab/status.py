@@ -7,25 +7,28 @@ from typing import Any
 import psycopg
 
 from movr.lab import control
-from movr.lab.state import LabState, lab_server
+from movr.lab.links import fetch_links
+from movr.lab.processes import is_alive
+from movr.lab.standbys import replication_status
+from movr.lab.state import LabState, SurvivalRecord, lab_server
+from movr.lab.survival import current_primaries, sync_standby_names
+from movr.store.twophase import prepared_parts_statement
 
 
 def collect_status(state: LabState) -> dict[str, Any]:
-    from movr.lab.links import fetch_counters
-    from movr.lab.supervisor import is_alive
-
     try:
-        counters = fetch_counters(state.links_control_port, token=state.control_token)
+        live = {link["name"]: link for link in fetch_links(state.links_control_port, token=state.control_token)}
     except OSError:
-        counters = {}
+        live = {}
+    regions = state.plan.server_regions()
     servers = []
-    for region, server in state.plan["servers"].items():
+    for region, server in state.plan.servers.items():
         pg = lab_server(state.run_dir, server)
         servers.append(
             {
-                "name": server["name"],
+                "name": server.name,
                 "region": region,
-                "port": server["port"],
+                "port": server.port,
                 "running": pg.is_running(),
                 "pid": pg.pid,
                 "in_doubt": _in_doubt(state, region),
@@ -39,7 +42,16 @@ def collect_status(state: LabState) -> dict[str, Any]:
         # Alive: the recorded pid still runs what the lab started there (not whatever reused it).
         "processes": [{**vars(p), "alive": is_alive(p)} for p in state.processes],
         "servers": servers,
-        "links": [{**link, "counters": counters.get(link["name"], {})} for link in state.plan["links"]],
+        # Each link with the region its far end runs in now (a standby's, after a failover): the status matrix.
+        "links": [
+            {
+                **link.to_dict(),
+                "dst_region": regions.get(link.dst),
+                "down": live.get(link.name, {}).get("down", False),
+                "counters": live.get(link.name, {}).get("counters", {}),
+            }
+            for link in state.plan.links
+        ],
         "balancer": _balancer_status(state),
         **_survival_status(state),
     }
@@ -48,8 +60,6 @@ def collect_status(state: LabState) -> dict[str, Any]:
 def _in_doubt(state: LabState, region: str) -> int | None:
     """MovR two-phase commit parts prepared on the server that is primary for `region` now (None: not
     reachable). A few for a moment is normal; parts that stay are what the app servers' resolvers finish."""
-    from movr.store.twophase import prepared_parts_statement
-
     query = prepared_parts_statement(0)
     try:
         with psycopg.connect(state.server_dsn(region), connect_timeout=2, autocommit=True) as conn:
@@ -61,33 +71,28 @@ def _in_doubt(state: LabState, region: str) -> int | None:
 def _survival_status(state: LabState) -> dict[str, Any]:
     """Survival goals only: each group's primary now, its standbys as the primary sees them, and the recent
     faults and controller decisions. Absent for a lab without a survival goal."""
-    from movr.lab.standbys import replication_status
-    from movr.lab.survival import current_primaries, layout_of, sync_standby_names
-
-    layout = layout_of(state)
+    layout = state.plan.survival
     if layout is None:
         return {}
     primaries = current_primaries(state)
     groups = []
-    for group, info in layout["groups"].items():
+    for group, info in layout.groups.items():
         primary = primaries[group]
         try:
-            replication = {
-                r["application_name"]: r for r in replication_status(layout["servers"][primary]["port"], state.passfile)
-            }
+            replication = {r["application_name"]: r for r in replication_status(layout.port(primary), state.passfile)}
             reachable = True
         except Exception:  # a lost primary: report it, do not fail the status
             replication, reachable = {}, False
         members = []
-        for name in info["members"]:
-            server = layout["servers"][name]
+        for name in info.members:
+            server = layout.servers[name]
             pg = lab_server(state.run_dir, server)
-            seen = replication.get(server["app_name"], {})
+            seen = replication.get(server.app_name, {})
             members.append(
                 {
                     "name": name,
-                    "region": server["region"],
-                    "port": server["port"],
+                    "region": server.region,
+                    "port": server.port,
                     "role": "primary" if name == primary else "standby",
                     "running": pg.is_running(),
                     "state": "primary" if name == primary else seen.get("state"),
@@ -98,32 +103,34 @@ def _survival_status(state: LabState) -> dict[str, Any]:
         groups.append(
             {
                 "group": group,
-                "goal": info["goal"],
-                "allowed_regions": info["allowed"],
+                "goal": info.goal,
+                "allowed_regions": info.allowed,
                 "primary": primary,
-                "primary_region": layout["servers"][primary]["region"],
+                "primary_region": layout.servers[primary].region,
                 "primary_reachable": reachable,
                 "synchronous_standby_names": sync_standby_names(layout, group, primary),
                 "members": members,
             }
         )
-    survival = state.survival
+    survival = state.survival or SurvivalRecord(primaries={})
     return {
         "survival": {
-            "goal": layout["goal"],
-            "super_regions": layout["super_regions"],
-            "placement_restricted": layout["placement_restricted"],
-            "directory_regions": layout.get("directory_regions"),
+            "goal": layout.goal,
+            "super_regions": layout.super_regions,
+            "placement_restricted": layout.placement_restricted,
+            "directory_regions": layout.directory_regions,
             "groups": groups,
-            "partitions": survival.get("partitions", []),
-            "lost_regions": survival.get("lost_regions", []),
-            "failovers": survival.get("failovers", []),
-            "events": survival.get("events", [])[-15:],
+            "partitions": survival.partitions,
+            "lost_regions": survival.lost_regions,
+            "failovers": survival.failovers,
+            "events": survival.events[-15:],
         }
     }
 
 
 def _balancer_status(state: LabState) -> dict[str, Any]:
+    if state.balancer_url is None:  # a servers-only lab
+        return {"reachable": False}
     try:
         return control.call(f"{state.balancer_url}/_balancer/status", state.control_token, timeout=3)
     except (OSError, ValueError):

@@ -31,11 +31,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from movr.geo import Preset
-from movr.lab.links import LinkSpec
+from movr.lab.layout import LabPlan, SurvivalGroup, SurvivalLayout, SurvivalServer, new_link
 from movr.lab.ports import free_port
+from movr.lab.state import LabState
 from movr.placement.spec import PlacementSpec, Survival, load_spec
 
 QUORUM = 1  # ANY 1: a commit waits for one synchronous standby (zone: at home; region: in another region)
@@ -95,8 +95,8 @@ def app_name(server: str) -> str:
     return server.replace("-", "_")
 
 
-def plan_survival(plan: Any, spec: PlacementSpec, preset: Preset) -> dict[str, Any]:
-    """Add standbys, their links and the survival layout to a `multi` LabPlan (in `plan.extra["survival"]`).
+def plan_survival(plan: LabPlan, spec: PlacementSpec) -> SurvivalLayout:
+    """Add standbys, their links and the survival layout to a `multi` LabPlan (`plan.survival`).
 
     Links: `standby:<region>-><home>-a` from every region that hosts a member of a group to the group's
     primary (re-pointed at the new primary on failover), and `repl:<region>-><primary region>-a` from every
@@ -104,8 +104,9 @@ def plan_survival(plan: Any, spec: PlacementSpec, preset: Preset) -> dict[str, A
     """
     if plan.topology != "multi":
         raise ValueError("survival goals need the multi topology: a primary per region to protect")
-    servers: dict[str, dict[str, Any]] = {}
-    groups: dict[str, dict[str, Any]] = {}
+    preset = plan.preset
+    servers: dict[str, SurvivalServer] = {}
+    groups: dict[str, SurvivalGroup] = {}
     for home, primary in plan.servers.items():
         goal = spec.survival_of(home)
         allowed = list(spec.allowed_regions(home))
@@ -116,60 +117,46 @@ def plan_survival(plan: Any, spec: PlacementSpec, preset: Preset) -> dict[str, A
             members.append((f"{home}-b", home, stable_port(), "b"))
             members += [(f"{home}-in-{other}", other, stable_port(), None) for other in allowed if other != home]
         for name, region, port, zone in members:
-            servers[name] = {"name": name, "group": home, "region": region, "port": port, "zone": zone}
-            servers[name]["app_name"] = app_name(name)
-        groups[home] = {
-            "goal": goal,
-            "allowed": allowed,
-            "primary": primary.name,
-            "members": [m[0] for m in members],
-            "sync_rule": "home" if goal == "zone" else "elsewhere",
-        }
+            servers[name] = SurvivalServer(name, home, region, port, zone, app_name(name))
+        groups[home] = SurvivalGroup(
+            goal=goal,
+            allowed=allowed,
+            primary=primary.name,
+            members=[m[0] for m in members],
+            sync_rule="home" if goal == "zone" else "elsewhere",
+        )
 
     existing = {link.name for link in plan.links}
 
-    def add(purpose: str, src: str, server: str, region: str, port: int) -> None:
-        name = f"{purpose}:{src}->{server}"
-        if name in existing:
-            return
-        existing.add(name)
-        plan.links.append(
-            LinkSpec(
-                name=name,
-                listen_port=free_port(),
-                target_port=port,
-                one_way_ms=preset.rtt_ms(src, region) * plan.scale / 2,
-                kind="local" if src == region else "wan",
-                src=src,
-                dst=server,
-            )
-        )
+    def add(purpose: str, src: str, server: SurvivalServer) -> None:
+        link = new_link(purpose, src, server.name, server.region, server.port, preset, plan.scale)
+        if link.name not in existing:
+            existing.add(link.name)
+            plan.links.append(link)
 
-    for home, group in groups.items():
-        primary = servers[group["primary"]]
-        for region in dict.fromkeys(servers[m]["region"] for m in group["members"]):
-            add("standby", region, primary["name"], home, primary["port"])
-    publisher = servers[groups[preset.primary_region]["primary"]]
+    for group in groups.values():
+        primary = servers[group.primary]
+        for region in dict.fromkeys(servers[m].region for m in group.members):
+            add("standby", region, primary)
+    publisher = servers[groups[preset.primary_region].primary]
     for home, group in groups.items():
         if home == preset.primary_region:
             continue
-        for member in group["members"]:
-            add("repl", servers[member]["region"], publisher["name"], preset.primary_region, publisher["port"])
+        for member in group.members:
+            add("repl", servers[member].region, publisher)
 
-    directory = directory_regions(spec)
-    layout = {
-        "goal": spec.survival,
-        "super_regions": {name: list(members) for name, members in spec.super_regions.items()},
-        "super_region_survival": dict(spec.super_region_survival),
-        "placement_restricted": spec.placement_restricted,
-        "groups": groups,
-        "servers": servers,
-        "directory_regions": directory,
-        "server_settings": dict(SERVER_SETTINGS),
-        "pool_timeout_s": POOL_TIMEOUT_S,
-    }
-    plan.extra["survival"] = layout
-    return layout
+    plan.survival = SurvivalLayout(
+        goal=spec.survival,
+        super_regions={name: list(members) for name, members in spec.super_regions.items()},
+        super_region_survival=dict(spec.super_region_survival),
+        placement_restricted=spec.placement_restricted,
+        groups=groups,
+        servers=servers,
+        directory_regions=directory_regions(spec),
+        server_settings=dict(SERVER_SETTINGS),
+        pool_timeout_s=POOL_TIMEOUT_S,
+    )
+    return plan.survival
 
 
 def stable_port() -> int:
@@ -193,46 +180,37 @@ def directory_regions(spec: PlacementSpec) -> list[str] | None:
     return sorted(allowed)
 
 
-def link_target(name: str) -> tuple[str, str, str]:
-    """(purpose, source region, server the link was laid out for) of a link name `purpose:src->server`."""
-    purpose, _, rest = name.partition(":")
-    src, _, server = rest.partition("->")
-    return purpose, src, server
-
-
 # --- synchronous standbys ----------------------------------------------------------------------------------
 
 
-def sync_members(layout: Mapping[str, Any], group: str, primary: str) -> list[str]:
+def sync_members(layout: SurvivalLayout, group: str, primary: str) -> list[str]:
     """The standbys a commit of `group` waits for (one of them) while `primary` is its primary."""
-    info = layout["groups"][group]
-    servers = layout["servers"]
-    others = [m for m in info["members"] if m != primary]
-    if info["sync_rule"] == "home":
-        return [m for m in others if servers[m]["region"] == group]
-    here = servers[primary]["region"]
-    return [m for m in others if servers[m]["region"] != here]
+    info = layout.groups[group]
+    servers = layout.servers
+    others = [m for m in info.members if m != primary]
+    if info.sync_rule == "home":
+        return [m for m in others if servers[m].region == group]
+    here = servers[primary].region
+    return [m for m in others if servers[m].region != here]
 
 
-def sync_standby_names(layout: Mapping[str, Any], group: str, primary: str) -> str:
+def sync_standby_names(layout: SurvivalLayout, group: str, primary: str) -> str:
     members = sync_members(layout, group, primary)
-    names = ", ".join(f'"{layout["servers"][m]["app_name"]}"' for m in members)
+    names = ", ".join(f'"{layout.servers[m].app_name}"' for m in members)
     return f"ANY {QUORUM} ({names})"
 
 
 def commit_wait_ms(
-    layout: Mapping[str, Any], preset: Preset, group: str, primary: str, lost: Iterable[str] = ()
+    layout: SurvivalLayout, preset: Preset, group: str, primary: str, lost: Iterable[str] = ()
 ) -> float | None:
     """The RTT (ms, unscaled) a commit of `group` waits for: to its nearest synchronous standby still up.
 
     None when every synchronous standby is lost: commits then wait until one is back.
     """
     lost = set(lost)
-    here = layout["servers"][primary]["region"]
+    here = layout.servers[primary].region
     rtts = [
-        preset.rtt_ms(here, layout["servers"][m]["region"])
-        for m in sync_members(layout, group, primary)
-        if m not in lost
+        preset.rtt_ms(here, layout.servers[m].region) for m in sync_members(layout, group, primary) if m not in lost
     ]
     return min(rtts) if rtts else None
 
@@ -241,7 +219,7 @@ def commit_wait_ms(
 
 
 def choose_promotion(
-    layout: Mapping[str, Any], preset: Preset, group: str, primary: str, probes: Mapping[str, Probe | None]
+    layout: SurvivalLayout, preset: Preset, group: str, primary: str, probes: Mapping[str, Probe | None]
 ) -> Decision:
     """Which standby of `group` to promote now that `primary` is lost, or None and why not (see module doc).
 
@@ -252,7 +230,7 @@ def choose_promotion(
     reachable = {
         name: probe
         for name, probe in probes.items()
-        if probe is not None and probe.in_recovery and name != primary and name in layout["groups"][group]["members"]
+        if probe is not None and probe.in_recovery and name != primary and name in layout.groups[group].members
     }
     missing = [m for m in sync if m not in reachable]
     if len(missing) > QUORUM - 1:
@@ -265,17 +243,17 @@ def choose_promotion(
     eligible = [name for name, probe in reachable.items() if probe.lsn >= safe]
     if not eligible:  # cannot happen: the most advanced synchronous member is eligible by definition
         return Decision(None, "no standby has every acknowledged commit", safe)
-    servers = layout["servers"]
+    servers = layout.servers
 
     def preference(name: str) -> tuple[int, float, str]:
-        region = servers[name]["region"]
+        region = servers[name].region
         return (0 if region == group else 1, preset.rtt_ms(group, region), name)
 
     chosen = min(eligible, key=preference)
     lsn = reachable[chosen].lsn
     return Decision(
         chosen,
-        f"{chosen} ({servers[chosen]['region']}) has every acknowledged commit: received {format_lsn(lsn)}, "
+        f"{chosen} ({servers[chosen].region}) has every acknowledged commit: received {format_lsn(lsn)}, "
         f"synchronous standbys reached {format_lsn(safe)}",
         safe,
     )
@@ -295,55 +273,23 @@ def format_lsn(value: int) -> str:
 # --- reading a lab's layout --------------------------------------------------------------------------------
 
 
-def layout_of(state: Any) -> dict[str, Any] | None:
+def layout_of(state: LabState) -> SurvivalLayout | None:
     """The survival layout of a lab's state, or None for a lab without a survival goal."""
-    return state.plan.get("extra", {}).get("survival")
+    return state.plan.survival
 
 
-def server_index(state: Any) -> dict[str, dict[str, Any]]:
+def server_index(state: LabState) -> dict[str, SurvivalServer]:
     """Every database server of a lab, with its region (where it runs), group (whose data) and port."""
-    layout = layout_of(state)
+    layout = state.plan.survival
     if layout is not None:
-        return layout["servers"]
+        return layout.servers
     return {
-        server["name"]: {"name": server["name"], "group": region, "region": region, "port": server["port"]}
-        for region, server in state.plan["servers"].items()
+        server.name: SurvivalServer(server.name, region, region, server.port, None, app_name(server.name))
+        for region, server in state.plan.servers.items()
     }
 
 
-def current_primaries(state: Any) -> dict[str, str]:
+def current_primaries(state: LabState) -> dict[str, str]:
     """Group (data region) -> the server that is its primary now."""
-    base = {region: server["name"] for region, server in state.plan["servers"].items()}
-    return {**base, **state.survival.get("primaries", {})}
-
-
-# --- the write cost of survival (floors) --------------------------------------------------------------------
-
-JOURNEY_WRITES = ("sign up", "add vehicle", "start ride", "end ride")
-
-
-def journey_commit_ms(
-    layout: Mapping[str, Any] | None,
-    preset: Preset,
-    step: str,
-    served_by: str,
-    city: str,
-    directory: str,
-) -> float:
-    """What a survival goal adds (ms, unscaled) to the floor of one journey step: its commits' wait for the
-    nearest synchronous standby of each group it writes, beyond the WAN round trips already in the floor.
-
-    A one-server write waits once. A sign-up whose username directory is homed in another region commits by
-    two-phase commit: in each of its two rounds the home server and the directory server both wait for their
-    quorum, in parallel, the directory's behind its WAN round trip (counted elsewhere).
-    """
-    if layout is None or step not in JOURNEY_WRITES:
-        return 0.0
-    home = preset.region_of(city)
-    primary = layout["groups"][home]["primary"]
-    wait_home = commit_wait_ms(layout, preset, home, primary) or 0.0
-    if step != "sign up" or directory == home:
-        return wait_home
-    wait_dir = commit_wait_ms(layout, preset, directory, layout["groups"][directory]["primary"]) or 0.0
-    rtt_dir = preset.rtt_ms(served_by, directory) if served_by != directory else 0.0
-    return 2 * (max(rtt_dir + wait_dir, wait_home) - rtt_dir)
+    base = {region: server.name for region, server in state.plan.servers.items()}
+    return {**base, **(state.survival.primaries if state.survival is not None else {})}
