@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from movr.bench.journey import StepResult, unavoidable_wan
+from movr.bench.floors import Network, failover_floor, floor, journey_wan_rtts, step_floor
+from movr.bench.journey import StepResult
 from movr.geo import load_preset
 from movr.lab.layout import plan_lab
+from movr.lab.survival import SurvivalOptions, plan_survival
 from movr.store.regional import directory_region
 
 GCP = load_preset("gcp-3")
+AWS = load_preset("aws-eu-us")
 
 
 def test_multi_has_a_server_per_region_and_a_link_per_app_region_and_server():
@@ -51,15 +54,122 @@ def test_every_preset_lays_out():
         assert len(plan.servers) == len(preset.regions)
 
 
+def user_homed_in(region: str) -> str:
+    """A username whose directory entry is homed in `region`."""
+    return next(f"u{n}" for n in range(999) if directory_region(GCP, f"u{n}") == region)
+
+
 def test_unavoidable_wan_round_trips_per_topology():
-    assert unavoidable_wan(GCP, "single", "start ride", "us-east1", "rome", "x", 1) == []
-    assert unavoidable_wan(GCP, "hybrid", "start ride", "europe-west1", "rome", "x", 1) == [93]
-    assert unavoidable_wan(GCP, "hybrid", "log out", "europe-west1", "rome", "x", 0) == []
-    assert unavoidable_wan(GCP, "multi", "start ride", "europe-west1", "rome", "x", 1) == []
-    local = next(f"u{n}" for n in range(999) if directory_region(GCP, f"u{n}") == "europe-west1")
-    remote = next(f"u{n}" for n in range(999) if directory_region(GCP, f"u{n}") == "us-west1")
-    assert unavoidable_wan(GCP, "multi", "sign up", "europe-west1", "rome", local, 2) == []
-    assert unavoidable_wan(GCP, "multi", "sign up", "europe-west1", "rome", remote, 2) == [140, 140]
+    assert journey_wan_rtts(GCP, "single", "start ride", "us-east1", "rome", "x", 1) == []
+    assert journey_wan_rtts(GCP, "hybrid", "start ride", "europe-west1", "rome", "x", 1) == [93]
+    assert journey_wan_rtts(GCP, "hybrid", "log out", "europe-west1", "rome", "x", 0) == []
+    assert journey_wan_rtts(GCP, "multi", "start ride", "europe-west1", "rome", "x", 1) == []
+    local, remote = user_homed_in("europe-west1"), user_homed_in("us-west1")
+    assert journey_wan_rtts(GCP, "multi", "sign up", "europe-west1", "rome", local, 2) == []
+    assert journey_wan_rtts(GCP, "multi", "sign up", "europe-west1", "rome", remote, 2) == [140, 140]
+
+
+# --- the floor model (law 3): values worked out by hand from the gcp-3 and aws-eu-us latency matrices ------
+
+
+def test_a_floor_is_the_clients_round_trip_plus_sqls_unavoidable_network_scaled_plus_local_work():
+    parts = floor(GCP, 0.5, city="rome", served_by="us-east1", wan_rtts_ms=[93, 93], local_round_trips=3, cpu_ms=7)
+    client = GCP.client_rtt_ms("rome", "us-east1")
+    assert parts.client_rtt_ms == pytest.approx(client * 0.5)
+    assert parts.sql_ms == pytest.approx((2 * 93 + 3 * GCP.intra_region_rtt_ms) * 0.5)
+    assert parts.cpu_ms == 7 and parts.wan_round_trips == 2
+    assert parts.total_ms == pytest.approx(client * 0.5 + (186 + 3 * GCP.intra_region_rtt_ms) * 0.5 + 7)
+
+
+@pytest.mark.parametrize(
+    ("topology", "served_by", "statements", "wan"),
+    [
+        ("single", "us-east1", 1, []),  # app and data together: the client's round trip is all the distance
+        ("hybrid", "europe-west1", 2, [93, 93]),  # every statement to the primary region
+        ("multi", "europe-west1", 1, []),  # a ride is homed in the rider's region
+        ("multi", "us-east1", 1, [93]),  # served far from the data's home: one WAN trip per statement
+    ],
+)
+def test_a_journey_steps_floor_per_topology(topology, served_by, statements, wan):
+    got = step_floor(
+        GCP,
+        0.1,
+        topology,
+        "start ride",
+        city="rome",
+        username="x",
+        served_by=served_by,
+        statements=statements,
+        cpu_ms=0,
+    )
+    assert got is not None and got.wan_round_trips == len(wan)
+    local = (statements - len(wan)) * GCP.intra_region_rtt_ms
+    assert got.total_ms == pytest.approx((GCP.client_rtt_ms("rome", served_by) + sum(wan) + local) * 0.1)
+
+
+def test_sign_up_pays_the_two_phase_commit_only_when_its_directory_is_homed_elsewhere():
+    def sign_up(username: str) -> float:
+        got = step_floor(
+            GCP, 1, "multi", "sign up", city="rome", username=username, served_by="europe-west1", statements=2, cpu_ms=5
+        )
+        assert got is not None
+        return got.total_ms
+
+    base = GCP.client_rtt_ms("rome", "europe-west1") + 5
+    assert sign_up(user_homed_in("europe-west1")) == pytest.approx(base + 2 * GCP.intra_region_rtt_ms)
+    assert sign_up(user_homed_in("us-west1")) == pytest.approx(base + 2 * 140)  # prepare and commit: 2 x 140 ms
+
+
+def test_a_step_without_a_serving_region_has_no_floor():
+    assert (
+        step_floor(GCP, 1, "multi", "log in", city="rome", username="x", served_by="", statements=1, cpu_ms=0) is None
+    )
+
+
+def test_a_survival_goal_adds_the_commit_wait_to_writes():
+    plan = plan_lab(AWS, "multi", 1.0, AWS.name)
+    layout = plan_survival(plan, SurvivalOptions("region", super_regions=False).spec(AWS.name))
+    args = {"city": "new york", "username": "x", "served_by": "us-east-2", "statements": 1, "cpu_ms": 0}
+    plain = step_floor(AWS, 1, "multi", "start ride", **args)
+    write = step_floor(AWS, 1, "multi", "start ride", layout=layout, **args)
+    read = step_floor(AWS, 1, "multi", "view rides", layout=layout, **args)
+    assert plain is not None and write is not None and read is not None
+    assert write.total_ms - plain.total_ms == pytest.approx(88)  # the nearest synchronous standby: Frankfurt
+    assert read.total_ms == pytest.approx(plain.total_ms)
+
+
+def test_a_failover_requests_floor_follows_the_datas_primary_now():
+    plan = plan_lab(AWS, "multi", 1.0, AWS.name)
+    layout = plan_survival(plan, SurvivalOptions("region", super_regions=False).spec(AWS.name))
+    args = {"city": "stockholm", "home": "eu-central-1", "served_by": "eu-central-1", "cpu_ms": 0, "layout": layout}
+    client = AWS.client_rtt_ms("stockholm", "eu-central-1")
+    at_home = {"eu-central-1": "eu-central-1-a"}
+    moved = {"eu-central-1": "eu-central-1-in-eu-west-3"}  # promoted in Paris after Frankfurt was lost
+    read = failover_floor(AWS, 1, statements=1, write=False, primaries=at_home, **args)
+    assert read is not None and read.total_ms == pytest.approx(client)  # no intra-region trip in this model
+    far = failover_floor(AWS, 1, statements=0, write=False, primaries=moved, **args)
+    assert far is not None and far.wan_round_trips == 1  # at least one trip to the data
+    assert far.total_ms == pytest.approx(client + AWS.rtt_ms("eu-central-1", "eu-west-3"))
+    write = failover_floor(AWS, 1, statements=1, write=True, primaries=at_home, **args)
+    assert write is not None and write.total_ms == pytest.approx(client + 9)  # Frankfurt's nearest: Paris
+    alone = {"eu-central-1-in-eu-west-3", "eu-central-1-in-us-east-2"}
+    assert failover_floor(AWS, 1, statements=1, write=True, primaries=at_home, lost=alone, **args) is None
+
+
+def test_ycsb_floors_by_protocol():
+    network = Network(GCP, 0.5)
+    intra, far = network.intra_us, network.rtt_us("us-east1", "us-west1")
+    assert intra == round(GCP.intra_region_rtt_ms * 500) and far == round(GCP.rtt_ms("us-east1", "us-west1") * 500)
+    assert network.ycsb_floor_us("computed", "us-east1", "us-west1") == far
+    assert network.ycsb_floor_us("search", "us-east1", "us-east1") == intra
+    assert network.ycsb_floor_us("search", "us-east1", "us-west1") == intra + far
+    assert network.ycsb_floor_us("rehome", "us-east1", "us-west1") == intra + 3 * far
+    assert network.ycsb_floor_us("rehome", "us-east1", "us-east1") == intra
+    farthest = max(network.rtt_us("us-east1", r) for r in GCP.region_names if r != "us-east1")
+    assert network.ycsb_floor_us("claim everywhere", "us-east1", "us-east1") == farthest + intra
+    assert network.ycsb_floor_us("local insert", "us-east1", "us-east1") == intra
+    with pytest.raises(ValueError, match="protocol"):
+        network.ycsb_floor_us("teleport", "us-east1", "us-east1")
 
 
 def test_directory_region_is_stable_and_spreads():

@@ -1,7 +1,10 @@
-"""Each action's statement count and latency on one local server: the foundation's report card.
+"""`movr bench actions`: each action's statement count and latency on one local server, the foundation's
+report card.
 
-It runs the journey's actions for fresh users, many times, and reports per action the statements it
-sent (counted by the store, law 2) and its median / p95 latency on this machine with no distance.
+It starts one embedded PostgreSQL (or uses `--database-url`), loads the sample data, runs the journey's
+actions for fresh users many times, and reports per action the statements it sent (counted by the store,
+law 2) and its median / p95 latency on this machine with no distance. Every action is one statement, one
+round trip (README, "The actions and what they cost"): the check says whether that still holds.
 """
 
 from __future__ import annotations
@@ -11,15 +14,25 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import click
 from rich.progress import Progress
+from rich.table import Table
 
+from movr.bench.experiment import Check, Experiment, Result, console
+from movr.bench.markup import esc, num, table
 from movr.domain.passwords import hash_password
+from movr.geo import load_preset
 from movr.store import actions, stats
 from movr.store.backend import Backend
 
 PASSWORD = "demo-password-1"
+PRESET = "gcp-3"
+HASHING = "authenticate"  # verifies a real argon2 hash: CPU work, not SQL
 
 
 @dataclass
@@ -62,7 +75,7 @@ def measure_actions(store: Backend, iterations: int = 50, progress: Progress | N
     # Authentication verifies a real argon2 hash: measured separately, fewer times.
     user = actions.register(store, city=city, username=f"auth{run_id}", password=PASSWORD)
     for _ in range(max(3, iterations // 10)):
-        timed("authenticate", lambda: actions.authenticate(store, username=user.username, password=PASSWORD))
+        timed(HASHING, lambda: actions.authenticate(store, username=user.username, password=PASSWORD))
     actions.remove_user(store, city=city, user_id=user.id, username=user.username)
     return [ActionFigures(name, max(counts[name]), values) for name, values in samples.items()]
 
@@ -89,3 +102,115 @@ def _one_journey(store: Backend, city: str, username: str, password_hash: str, t
     timed("list_rides", lambda: actions.list_rides(store, city=city, rider_id=user.id))
     timed("remove_vehicle", lambda: actions.remove_vehicle(store, city=city, vehicle_id=vehicle.id, owner_id=user.id))
     timed("remove_user", lambda: actions.remove_user(store, city=city, user_id=user.id, username=user.username))
+
+
+# --------------------------------------------------------------------------------------------------------
+# The experiment
+
+
+def run(run_dir: Path, *, iterations: int, database_url: str | None) -> dict[str, Any]:
+    """Start one embedded PostgreSQL (unless given a URL), load it, and measure every action."""
+    # The store, the sample data and the embedded server are heavy; `movr` builds every bench command at
+    # start-up.
+    from movr.lab.pgserver import running_server
+    from movr.store.backend import PostgresBackend
+    from movr.store.sample import generate, load_sample
+    from movr.store.schema import create_schema
+
+    preset = load_preset(PRESET)
+    embedded = database_url is None
+    with ExitStack() as stack:
+        if database_url is None:
+            with console.status("starting an embedded PostgreSQL 18 server"):
+                server = stack.enter_context(running_server(run_dir / "actions", "local"))
+                server.create_database("movr")
+            database_url = server.dsn("movr")
+            console.print(f"PostgreSQL 18 on 127.0.0.1:{server.port} (data in {server.base_dir})")
+        create_schema(database_url)
+        backend = PostgresBackend(database_url.replace("postgresql+psycopg://", "postgresql://"), preset)
+        stack.callback(backend.close)
+        data = generate(preset, users=90, vehicles=180, rides=360, seed=42)
+        with Progress(console=console) as progress:
+            task = progress.add_task("loading sample data", total=data.total)
+            load_sample(backend, data, lambda n: progress.advance(task, n))
+            measured = measure_actions(backend, iterations, progress)
+    if embedded:
+        console.print("server stopped; nothing left running.")
+    return {
+        "preset": preset.name,
+        "scale": None,  # one server, no links: no delay to scale
+        "iterations": iterations,
+        "server": "embedded" if embedded else "given by --database-url",
+        "actions": [
+            {
+                "action": f.action,
+                "statements": f.statements,
+                "median_ms": f.median_ms,
+                "p95_ms": f.p95_ms,
+                "samples_ms": f.samples_ms,
+            }
+            for f in measured
+        ],
+    }
+
+
+def print_tables(result: Result) -> None:
+    figures = Table(title=f"MovR actions on one local server ({result['iterations']} runs each)")
+    figures.add_column("action")
+    figures.add_column("statements", justify="right")
+    figures.add_column("median ms", justify="right")
+    figures.add_column("p95 ms", justify="right")
+    for row in result["actions"]:
+        figures.add_row(row["action"], str(row["statements"]), f"{row['median_ms']:.2f}", f"{row['p95_ms']:.2f}")
+    console.print(figures)
+    console.print(f"{HASHING} includes verifying an argon2id hash (19 MiB, 2 passes): CPU work, not SQL.")
+
+
+def report(result: Result) -> list[str]:
+    rows = [
+        [esc(row["action"]), num(row["statements"]), num(row["median_ms"], 2), num(row["p95_ms"], 2)]
+        for row in result.get("actions", [])
+    ]
+    return [
+        f"<p>{esc(result.get('iterations'))} runs of each action on one local server, no links; "
+        f"{esc(HASHING)} includes verifying an argon2id hash (CPU work, not SQL).</p>",
+        table(("action", "statements", "median ms", "p95 ms"), rows),
+    ]
+
+
+def headline(result: Result) -> list[str]:
+    rows = [row for row in result.get("actions", []) if row["action"] != HASHING]
+    if not rows:
+        return []
+    medians = [row["median_ms"] for row in rows]
+    return [
+        f"{len(rows)} actions, at most {max(row['statements'] for row in rows)} statement(s) each; median "
+        f"{min(medians):.2f}–{max(medians):.2f} ms on one local server"
+    ]
+
+
+def checks(result: Result) -> list[Check]:
+    many = [f"{row['action']} ({row['statements']})" for row in result["actions"] if row["statements"] != 1]
+    return [
+        Check(
+            "every action is one statement: one round trip to its home (law 2)",
+            not many,
+            "more: " + ", ".join(many) if many else f"{len(result['actions'])} actions",
+        )
+    ]
+
+
+EXPERIMENT = Experiment(
+    name="actions",
+    summary="Each action's statement count and latency on one local PostgreSQL server.",
+    run=run,
+    options=(
+        click.option("--iterations", default=50, show_default=True, type=click.IntRange(1, 100_000)),
+        click.option("--database-url", envvar="MOVR_DATABASE_URL", help="Use this PostgreSQL (default: start one)."),
+    ),
+    tables=print_tables,
+    report=report,
+    checks=checks,
+    headline=headline,
+    run_dir_help="Where the embedded server's data (actions/) and the result go.",
+)

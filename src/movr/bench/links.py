@@ -19,34 +19,30 @@ import asyncio
 import contextlib
 import gc
 import importlib.util
-import json
+import math
 import os
 import platform
-import select
-import signal
 import socket
 import struct
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-import psutil
+from hdrh.histogram import HdrHistogram
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
-from movr.lab import control
+from movr.bench.experiment import Check, Experiment, ExperimentError, Result, console
+from movr.bench.links_rig import EchoProcess, LinkProcess
+from movr.bench.markup import esc, num, table
 from movr.lab.links import (
     RECEIVE_ANCILLARY_SIZE,
     LinkSpec,
-    dump_specs,
     enable_receive_timestamps,
-    fetch_counters,
     new_event_loop,
     receive_age,
-    run_links_in_thread,
 )
 
 TARGET_P50_MS = 0.3
@@ -54,162 +50,6 @@ TARGET_P99_MS = 2.0
 
 _MESSAGE = struct.Struct("!Q8x")  # sequence number, padded to 16 bytes: "small", like a short statement
 _HIST_MAX_US = 3_600_000_000  # an hour: far above any plausible round trip
-
-
-# --- the echo server ---------------------------------------------------------------------------------------
-
-
-class _Echo(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
-
-
-async def _start_echo() -> asyncio.AbstractServer:
-    return await asyncio.get_running_loop().create_server(_Echo, "127.0.0.1", 0)
-
-
-def _echo_process_main() -> None:
-    """Entry point of the echo server process: print the port, serve until stdin closes or SIGTERM."""
-    loop = new_event_loop()
-    server = loop.run_until_complete(_start_echo())
-    print(server.sockets[0].getsockname()[1], flush=True)
-    gc.freeze()  # no full collections of start-up objects while timing (see movr.lab.links.serve)
-    stop = asyncio.Event()
-    loop.add_reader(sys.stdin.fileno(), stop.set)  # the parent closing our stdin (or dying) ends us
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.run_until_complete(stop.wait())
-    server.close()
-    loop.close()
-
-
-class _EchoProcess:
-    """The echo server in its own process. A plain subprocess rather than multiprocessing, so callers need
-    no ``if __name__ == "__main__"`` guard."""
-
-    def __init__(self) -> None:
-        code = "from movr.bench.links import _echo_process_main; _echo_process_main()"
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert self._process.stdout is not None
-        self.port = int(_read_line(self._process, "echo server"))
-
-    def close(self) -> None:
-        _stop_process(self._process)
-
-
-class _EchoThread:
-    """The echo server on a thread: only for ``isolate=False`` comparisons."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self._loop = new_event_loop()
-        ready = threading.Event()
-        self.port = 0
-
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._server = self._loop.run_until_complete(_start_echo())
-            self.port = self._server.sockets[0].getsockname()[1]
-            ready.set()
-            self._loop.run_forever()
-            self._server.close()
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, name="echo", daemon=True)
-        self._thread.start()
-        ready.wait()
-
-    def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-
-def _read_line(process: subprocess.Popen[str], what: str, timeout_s: float = 30.0) -> str:
-    """The first stdout line of a child that announces itself when ready."""
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
-    line = process.stdout.readline() if ready else ""
-    if not line:
-        _stop_process(process)
-        raise RuntimeError(f"{what} process did not start")
-    return line
-
-
-def _stop_process(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    for stream in (process.stdin, process.stdout):
-        if stream is not None:
-            stream.close()
-
-
-# --- the link server process -------------------------------------------------------------------------------
-
-
-class _LinkProcess:
-    """``python -m movr.lab.links`` with one link, exactly as the lab runs it."""
-
-    def __init__(self, spec: LinkSpec) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="movr-bench-links-")
-        spec_path = Path(self._dir.name) / "links.json"
-        dump_specs([spec], spec_path)
-        self._token = control.new_token()  # the control API's token, handed over in the environment
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "movr.lab.links", "--spec", str(spec_path), "--control-port", "0"],
-            stdout=subprocess.PIPE,
-            env={**os.environ, control.TOKEN_ENV: self._token},
-            text=True,
-        )
-        try:
-            info = json.loads(_read_line(self._process, "link server"))
-        except BaseException:
-            self.close()
-            raise
-        self.control_port: int = info["control_port"]
-        self.port: int = info["links"][spec.name]
-        self.precise_timer: bool = info["precise_timer"]
-
-    def counters(self, name: str) -> dict[str, int]:
-        return fetch_counters(self.control_port, token=self._token)[name]
-
-    def cpu_seconds(self) -> float | None:
-        """CPU time the link process has used so far: what carrying this load costs."""
-        times = psutil.Process(self._process.pid).cpu_times()
-        return times.user + times.system
-
-    def close(self) -> None:
-        _stop_process(self._process)
-        self._dir.cleanup()
-
-
-class _LinkInThread:
-    def __init__(self, spec: LinkSpec) -> None:
-        self._name = spec.name
-        self._handle = run_links_in_thread([spec])
-        self.port = self._handle.port(spec.name)
-        self.precise_timer = self._handle.server.precise_timer
-
-    def counters(self, name: str) -> dict[str, int]:
-        return self._handle.counters()[name]
-
-    def cpu_seconds(self) -> float | None:
-        return None  # shares this process with the client: not separable
-
-    def close(self) -> None:
-        self._handle.close()
 
 
 # --- the open-loop client ----------------------------------------------------------------------------------
@@ -364,8 +204,6 @@ def _client(
 
 def _summary(values_us: list[int]) -> dict[str, Any]:
     """Percentiles with an HDR histogram at microsecond resolution (3 significant digits)."""
-    from hdrh.histogram import HdrHistogram
-
     histogram = HdrHistogram(1, _HIST_MAX_US, 3)
     below_zero = 0
     for v in values_us:
@@ -394,13 +232,11 @@ def measure_link_fidelity(
     scale: float = 1.0,
     *,
     connections: int = 8,
-    isolate: bool = True,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Measure the error a link adds to round trips; returns every figure and the settings.
 
-    ``isolate`` runs the echo server and the link in their own processes (the honest setting: the lab
-    runs links as processes); False puts both on threads of this process, only to compare.
+    The echo server and the link run in their own processes, as the lab runs links (movr.bench.links_rig).
     ``on_progress(phase, done, total)`` is called about ten times a second.
     """
     if rate <= 0 or count <= 0 or connections <= 0:
@@ -415,7 +251,7 @@ def measure_link_fidelity(
             return None
         return lambda done: on_progress(phase, done, total)
 
-    echo = _EchoProcess() if isolate else _EchoThread()
+    echo = EchoProcess()
     try:
         baseline_ns, baseline_app_ns, _ = _client(
             echo.port, rate, baseline_count, connections, timeout_s, progress("baseline", baseline_count)
@@ -429,7 +265,7 @@ def measure_link_fidelity(
             src="client",
             dst="echo",
         )
-        link = _LinkProcess(spec) if isolate else _LinkInThread(spec)
+        link = LinkProcess(spec)
         try:
             cpu_before = link.cpu_seconds()
             started = time.monotonic()
@@ -438,7 +274,7 @@ def measure_link_fidelity(
             )
             elapsed = time.monotonic() - started
             cpu_after = link.cpu_seconds()
-            link_cpu = None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) / elapsed
+            link_cpu = (cpu_after - cpu_before) / elapsed
             counters = link.counters(spec.name)
             precise_timer = link.precise_timer
         finally:
@@ -465,7 +301,7 @@ def measure_link_fidelity(
             "count": count,
             "connections": connections,
             "message_bytes": _MESSAGE.size,
-            "isolate": isolate,
+            "isolate": True,  # the echo server and the link each in its own process
         },
         "environment": {
             "python": platform.python_version(),
@@ -490,34 +326,61 @@ def measure_link_fidelity(
     }
 
 
-# --- the command -------------------------------------------------------------------------------------------
+# --- the experiment ----------------------------------------------------------------------------------------
 
 
-def _render(result: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def run(run_dir: Path, *, rtt_ms: float, rate: float, count: int, scale: float, connections: int) -> dict[str, Any]:
+    """One measurement, with a progress bar per phase; nothing is kept in `run_dir` but the result."""
+    if not all(math.isfinite(v) and v > 0 for v in (rtt_ms, rate, scale)) or count <= 0 or connections <= 0:
+        raise ExperimentError("--rtt-ms, --rate, --scale, --count and --connections must be positive")
+    # No refresh thread: the bar is redrawn from the client's loop, four times a second, so drawing never
+    # takes the GIL at an arbitrary moment of the client being timed.
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        auto_refresh=False,
+        transient=True,
+        console=console,
+    ) as bar:
+        tasks: dict[str, Any] = {}
 
-    console = Console()
+        def on_progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+            bar.refresh()
+
+        result = measure_link_fidelity(rtt_ms, rate, count, scale, connections=connections, on_progress=on_progress)
+    return {"preset": None, "scale": scale, **result}
+
+
+_ROWS = (
+    ("loopback RTT, no link", "baseline_rtt"),
+    ("RTT through the link", "rtt"),
+    ("added error (RTT - configured)", "error"),
+    ("app-level: loopback RTT", "app_baseline_rtt"),
+    ("app-level: added error", "app_error"),
+)
+_PERCENTILES = ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "min_ms")
+
+
+def print_tables(result: Result) -> None:
     s = result["settings"]
-    table = Table(
+    figures = Table(
         title=(
             f"link fidelity: RTT {s['configured_rtt_ms']:g} ms (rtt {s['rtt_ms']:g} x scale {s['scale']:g}), "
             f"{s['rate']:g} round trips/s, {s['count']} over {s['connections']} connections"
         )
     )
-    table.add_column("")
+    figures.add_column("")
     for column in ("p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "min ms"):
-        table.add_column(column, justify="right")
-    for label, key in (
-        ("loopback RTT, no link", "baseline_rtt"),
-        ("RTT through the link", "rtt"),
-        ("[bold]added error[/] (RTT - configured)", "error"),
-        ("app-level: loopback RTT", "app_baseline_rtt"),
-        ("app-level: added error", "app_error"),
-    ):
-        f = result[key]
-        table.add_row(label, *(f"{f[k]:.3f}" for k in ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "min_ms")))
-    console.print(table)
+        figures.add_column(column, justify="right")
+    for label, key in _ROWS:
+        shown = label.replace("added error", "[bold]added error[/]") if key == "error" else label
+        figures.add_row(shown, *(f"{result[key][k]:.3f}" for k in _PERCENTILES))
+    console.print(figures)
     console.print(
         "RTT: from handing a message to the kernel to the reply reaching the client's socket (kernel receive "
         "timestamp). App-level: to the client reading it, which adds the client's own wake-ups."
@@ -540,45 +403,58 @@ def _render(result: dict[str, Any]) -> None:
     )
 
 
-@click.command("links")
-@click.option("--rtt-ms", type=float, default=66.0, show_default=True, help="Configured round-trip time.")
-@click.option("--rate", type=float, default=1000.0, show_default=True, help="Round trips per second.")
-@click.option("--count", type=int, default=5000, show_default=True, help="Round trips to measure.")
-@click.option("--scale", type=float, default=1.0, show_default=True, help="Multiplies the delay.")
-@click.option("--connections", type=int, default=8, show_default=True, help="Concurrent connections.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write every figure here.")
-def links_command(
-    rtt_ms: float, rate: float, count: int, scale: float, connections: int, json_path: str | None
-) -> None:
-    """Measure the error a link adds to round trips (targets: p50 <= 0.3 ms, p99 <= 2 ms)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    # No refresh thread: the bar is redrawn from the client's loop, four times a second, so drawing never
-    # takes the GIL at an arbitrary moment of the client being timed.
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        auto_refresh=False,
-        transient=True,
-    ) as bar:
-        tasks: dict[str, Any] = {}
-
-        def on_progress(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total)
-            bar.update(tasks[phase], completed=done)
-            bar.refresh()
-
-        result = measure_link_fidelity(rtt_ms, rate, count, scale, connections=connections, on_progress=on_progress)
-    _render(result)
-    if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
-        click.echo(f"wrote {json_path}")
-    if not result["pass"]:
-        sys.exit(1)
+def report(result: Result) -> list[str]:
+    s = result.get("settings", {})
+    rows = [
+        [esc(label), *(num(result.get(key, {}).get(k), 3) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))]
+        for label, key in _ROWS[1:3]
+    ]
+    intro = (
+        f"<p>configured RTT {num(s.get('configured_rtt_ms'))} ms ({num(s.get('rtt_ms'))} × {num(s.get('scale'))}), "
+        f"{num(s.get('count'))} round trips at {num(s.get('rate'))}/s over {num(s.get('connections'))} connections; "
+        f"received {num(result.get('received'))}, lost {num(result.get('lost'))}.</p>"
+    )
+    return [intro, table(("ms", "p50", "p90", "p99", "max"), rows)]
 
 
-if __name__ == "__main__":
-    links_command()
+def headline(result: Result) -> list[str]:
+    e, s = result["error"], result["settings"]
+    return [
+        f"a link configured for {s['configured_rtt_ms']:g} ms adds {e['p50_ms']:.3f} ms at p50 and "
+        f"{e['p99_ms']:.3f} ms at p99 ({s['rate']:g} round trips/s)"
+    ]
+
+
+def checks(result: Result) -> list[Check]:
+    e = result["error"]
+    return [
+        Check(
+            f"a link adds the configured delay: error p50 <= {TARGET_P50_MS} ms, p99 <= {TARGET_P99_MS} ms, none "
+            "early, none lost",
+            bool(result["pass"]),
+            f"p50 {e['p50_ms']:.3f} ms, p99 {e['p99_ms']:.3f} ms, {e['below_zero']} early, {result['lost']} lost",
+        )
+    ]
+
+
+EXPERIMENT = Experiment(
+    name="links",
+    summary=(
+        f"Measure the error a link adds to round trips (targets: p50 <= {TARGET_P50_MS} ms, "
+        f"p99 <= {TARGET_P99_MS:g} ms)."
+    ),
+    run=run,
+    options=(
+        click.option("--rtt-ms", type=float, default=66.0, show_default=True, help="Configured round-trip time."),
+        click.option("--rate", type=float, default=1000.0, show_default=True, help="Round trips per second."),
+        click.option("--count", type=int, default=5000, show_default=True, help="Round trips to measure."),
+        click.option("--scale", type=float, default=1.0, show_default=True, help="Multiplies the delay."),
+        click.option("--connections", type=int, default=8, show_default=True, help="Concurrent connections."),
+    ),
+    tables=print_tables,
+    report=report,
+    checks=checks,
+    headline=headline,
+    must_hold=True,  # a link that misses its targets makes every lab figure suspect: the command exits 1
+    run_dir_help="Where the result goes (the echo server and link need no files).",
+)

@@ -1,0 +1,283 @@
+"""THE MovR API client: the requests the JSON API takes, the journey through them, and two transports.
+
+- `Request` and one function per API call (`sign_up`, `log_in`, ...): method, path under /api/v1, body.
+- `Journey`: the tutorial's eight steps (`STEPS`) for one user: the request each step sends, built from what
+  the earlier steps returned, and what each step keeps from its answer. `movr bench journey`, `movr demo`
+  and `movr bench throughput` all walk this one definition.
+- `Client`: the synchronous transport, one kept-alive connection (the journey, the demo, failover riders).
+  Plain `http.client`: a heavier client library costs milliseconds per request on a small machine, and that
+  time would be charged to the lab and the app in every measurement.
+- `open_session` / `send_async`: the asyncio transport (aiohttp) for an open-loop load, where many users
+  share one connection pool and a blocking client could not keep the schedule.
+- `Reply` and `Figures.from_headers`: an answer, and what its `X-Movr-*` headers say about where and how it
+  was served (the names come from movr.telemetry_headers, which the app writes them by).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from movr import telemetry_headers as names
+from movr.web.location import CITY_HEADER
+
+API = "/api/v1"
+PASSWORD = "journey-password-1"
+# A server may close a kept-alive connection that idled; these say so on the next request over it.
+_CLOSED_WHILE_IDLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The API's requests
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str  # under API
+    body: dict[str, Any] | None = None
+
+    def encode(self, headers: Mapping[str, str]) -> tuple[bytes | None, dict[str, str]]:
+        """The body as bytes and the headers to send with it."""
+        if self.body is None:
+            return None, dict(headers)
+        return json.dumps(self.body).encode(), {**headers, "Content-Type": "application/json"}
+
+
+def sign_up(city: str, username: str, password: str, first_name: str = "", last_name: str = "") -> Request:
+    body = {"city": city, "username": username, "password": password}
+    body.update({key: value for key, value in (("first_name", first_name), ("last_name", last_name)) if value})
+    return Request("POST", "/users", body)
+
+
+def log_in(username: str, password: str) -> Request:
+    return Request("POST", "/sessions", {"username": username, "password": password})
+
+
+def view_vehicles(city: str) -> Request:
+    return Request("GET", f"/cities/{urllib.parse.quote(city)}/vehicles")
+
+
+def add_vehicle(brand: str = "Vespa", location: str = "Main St", kind: str = "scooter", color: str = "red") -> Request:
+    return Request("POST", "/vehicles", {"type": kind, "brand": brand, "color": color, "location": location})
+
+
+def start_ride(city: str, vehicle_id: str) -> Request:
+    return Request("POST", "/rides", {"city": city, "vehicle_id": vehicle_id})
+
+
+def end_ride(ride: Mapping[str, Any], location: str = "Station") -> Request:
+    return Request("PATCH", f"/rides/{urllib.parse.quote(ride['city'])}/{ride['id']}", {"location": location})
+
+
+def view_rides() -> Request:
+    return Request("GET", "/rides")
+
+
+def log_out() -> Request:
+    return Request("DELETE", "/sessions")
+
+
+def caller_headers(city: str, token: str = "") -> dict[str, str]:
+    """What every request of a user in `city` carries: where it comes from (as a geo load balancer would
+    say), and its bearer token once logged in."""
+    headers = {CITY_HEADER: city, "Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+# --------------------------------------------------------------------------------------------------------
+# Answers
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What a response's `X-Movr-*` headers say; a header that is absent (an answer that did not come from
+    the app, such as a balancer's 502) reads as empty or zero."""
+
+    served_by: str = ""
+    statements: int = 0
+    sql_ms: float = 0.0
+    app_ms: float = 0.0
+    cpu_ms: float = 0.0  # deliberate local work (password hashing): part of the floor
+    wan_round_trips: int = 0
+    data_regions: tuple[str, ...] = ()
+    client_city: str = ""
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> Figures:
+        """Raises ValueError when a figure is present but not a number: the app never sends one."""
+
+        def number(name: str, kind: Callable[[str], Any]) -> Any:
+            return kind(headers.get(name) or 0)
+
+        return cls(
+            served_by=headers.get(names.REGION) or "",
+            statements=number(names.STATEMENTS, int),
+            sql_ms=number(names.SQL_MS, float),
+            app_ms=number(names.APP_MS, float),
+            cpu_ms=number(names.CPU_MS, float),
+            wan_round_trips=number(names.WAN_ROUND_TRIPS, int),
+            data_regions=tuple(r for r in (headers.get(names.DATA_REGIONS) or "").split(",") if r),
+            client_city=headers.get(names.CLIENT_CITY) or "",
+        )
+
+
+class ApiError(RuntimeError):
+    """The app answered a request with an error status."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def failed(self) -> bool:
+        return self.status >= 400
+
+    @property
+    def figures(self) -> Figures:
+        return Figures.from_headers(self.headers)
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+    def error_code(self) -> str:
+        """The app's error code (`{"error": {"code": ...}}`), or "" when the body is not an app error."""
+        try:
+            error = self.json().get("error")
+        except (ValueError, AttributeError):
+            return ""
+        return str(error.get("code", "")) if isinstance(error, dict) else ""
+
+    def raise_for_status(self, request: Request) -> Reply:
+        if self.failed:
+            raise ApiError(f"{request.method} {request.path} -> {self.status}: {self.body[:300]!r}")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------------
+# The journey: eight steps, one definition
+
+
+@dataclass
+class Journey:
+    """One user's way through the tutorial's eight steps (`STEPS`, in order: a step needs what the ones
+    before it returned)."""
+
+    city: str
+    username: str
+    password: str = PASSWORD
+    first_name: str = "Journey"
+    last_name: str = "Bench"
+    token: str = ""
+    vehicle_id: str = ""
+    ride: dict[str, Any] = field(default_factory=dict)
+
+    def request(self, step: str) -> Request:
+        try:
+            return _STEP_REQUESTS[step](self)
+        except KeyError:
+            raise ValueError(f"unknown step {step!r}") from None
+
+    def keep(self, step: str, reply: Reply) -> None:
+        """What a step's answer gives the steps after it (the body is parsed only where it does)."""
+        if step == "log in":
+            self.token = reply.json().get("token") or ""
+        elif step == "add vehicle":
+            self.vehicle_id = reply.json()["id"]
+        elif step == "start ride":
+            self.ride = reply.json()
+        elif step == "log out":
+            self.token = ""
+
+    def headers(self) -> dict[str, str]:
+        return caller_headers(self.city, self.token)
+
+
+_STEP_REQUESTS: dict[str, Callable[[Journey], Request]] = {
+    "sign up": lambda j: sign_up(j.city, j.username, j.password, j.first_name, j.last_name),
+    "log in": lambda j: log_in(j.username, j.password),
+    "view vehicles": lambda j: view_vehicles(j.city),
+    "add vehicle": lambda j: add_vehicle(),
+    "start ride": lambda j: start_ride(j.city, j.vehicle_id),
+    "end ride": lambda j: end_ride(j.ride),
+    "view rides": lambda j: view_rides(),
+    "log out": lambda j: log_out(),
+}
+STEPS: tuple[str, ...] = tuple(_STEP_REQUESTS)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Transports
+
+
+class Client:
+    """One kept-alive HTTP connection to the app (through the balancer's one URL).
+
+    `reconnect`: when the server closed the connection while it idled, send the request once more on a new
+    one. Only for callers that may repeat a request (the journey); a failover rider must not, since a write
+    whose answer was lost stays unknown until the rider reads what happened.
+    """
+
+    def __init__(self, base_url: str, *, timeout: float = 60.0, reconnect: bool = False) -> None:
+        parsed = urllib.parse.urlsplit(base_url)
+        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
+        self.timeout = timeout
+        self.reconnect = reconnect
+        self._connection: http.client.HTTPConnection | None = None
+
+    def send(self, request: Request, headers: Mapping[str, str]) -> Reply:
+        """The answer, whatever its status; raises OSError or http.client.HTTPException when none came."""
+        body, sent = request.encode(headers)
+        retried = False
+        while True:
+            if self._connection is None:
+                self._connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            try:
+                self._connection.request(request.method, API + request.path, body=body, headers=sent)
+                response = self._connection.getresponse()
+                return Reply(response.status, response.headers, response.read())
+            except (OSError, http.client.HTTPException) as error:
+                self.close()
+                if retried or not self.reconnect or not isinstance(error, _CLOSED_WHILE_IDLE):
+                    raise
+                retried = True
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def open_session() -> aiohttp.ClientSession:
+    """One connection pool for many users (open it inside the running event loop)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0),
+        cookie_jar=aiohttp.DummyCookieJar(),  # users authenticate by bearer token; a shared jar would mix them
+        skip_auto_headers=("User-Agent",),
+    )
+
+
+async def send_async(
+    session: aiohttp.ClientSession, base_url: str, request: Request, headers: Mapping[str, str], timeout_s: float
+) -> Reply:
+    """The answer, whatever its status; raises TimeoutError or aiohttp.ClientError when none came in time."""
+    body, sent = request.encode(headers)
+    async with session.request(
+        request.method,
+        base_url + API + request.path,
+        data=body,
+        headers=sent,
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+    ) as response:
+        return Reply(response.status, response.headers, await response.read())
