@@ -6,9 +6,17 @@ import sys
 from pathlib import Path
 
 import click
+from rich.progress import Progress
 
 from movr import __version__
-from movr.cli_support import CliError, default_run_dir, preset_or_fail
+from movr.bench.experiment import command_for
+from movr.bench.registry import registry
+from movr.bench.report import report_command
+from movr.cli_support import CliError, cli_errors, default_run_dir, preset_or_fail
+from movr.deploy.cli import deploy_group
+from movr.lab.cli import lab_group
+from movr.placement.cli import db_group
+from movr.web.serve import serve_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,8 +37,7 @@ def load_command(
     preset: str, database_url: str | None, run_dir: Path, users: int, vehicles: int, rides: int, seed: int
 ) -> None:
     """Replace the data with deterministic sample users, vehicles and rides."""
-    from rich.progress import Progress
-
+    # Start-up time: the store (psycopg pools, argon2) is for the commands that touch a database.
     from movr.store.sample import SAMPLE_PASSWORD, generate, load_sample
 
     chosen = preset_or_fail(preset)
@@ -49,36 +56,23 @@ def load_command(
 
 
 def _backend_for(preset, database_url: str | None, run_dir: Path):
-    from movr.store.factory import ConfigError, make_backend
+    # Start-up time: `movr --help` and the commands that never load data import neither the store nor the lab.
+    from movr.lab.state import LabState, LabStateError
+    from movr.store.factory import make_backend
 
-    try:
+    with cli_errors():
         if database_url:
             return make_backend(preset, database_url=database_url)
-        from movr.lab.state import LabState, LabStateError
-
         try:
             state = LabState.read(run_dir)
         except LabStateError as err:
             raise CliError(f"{err}; pass --database-url or start a lab with 'movr lab up'") from None
         return state.loader_backend()
-    except ConfigError as err:
-        raise CliError(str(err)) from None
 
 
 @main.group("bench")
 def bench_group() -> None:
     """Experiments that measure every request against the physical floor."""
-
-
-@bench_group.command("actions")
-@click.option("--iterations", default=50, show_default=True, type=click.IntRange(1, 100_000))
-@click.option("--database-url", envvar="MOVR_DATABASE_URL", help="Use this PostgreSQL (default: start one).")
-@click.option("--run-dir", type=click.Path(path_type=Path), default=default_run_dir)
-def bench_actions_command(iterations: int, database_url: str | None, run_dir: Path) -> None:
-    """Each action's statement count and latency on one local PostgreSQL server."""
-    from movr.demo import run_action_report
-
-    run_action_report(iterations=iterations, database_url=database_url, run_dir=run_dir)
 
 
 @main.command("demo")
@@ -88,38 +82,18 @@ def bench_actions_command(iterations: int, database_url: str | None, run_dir: Pa
 @click.option("--run-dir", type=click.Path(path_type=Path), default=default_run_dir)
 def demo_command(no_serve: bool, preset: str, scale: float, run_dir: Path) -> None:
     """The main job: a three-region lab, sample data, a journey table from three cities, then the web app."""
+    # Start-up time: the lab and the benchmarks are heavy, and only this command needs them.
     from movr.demo import run_demo
-    from movr.geo import PresetError, load_preset
     from movr.lab.supervisor import LabError
 
-    try:
-        load_preset(preset)
+    preset_or_fail(preset)
+    with cli_errors(LabError):
         run_demo(run_dir=run_dir, serve=not no_serve, preset_source=preset, scale=scale)
-    except (PresetError, LabError) as err:
-        raise CliError(str(err)) from None
 
 
 def _register_commands() -> None:
-    """Subcommands live beside what they drive; imported here, after `main` exists."""
-    from movr.bench.failover import failover_command
-    from movr.bench.journey import journey_command
-    from movr.bench.links import links_command
-    from movr.bench.report import report_command
-    from movr.bench.throughput import throughput_command
-    from movr.bench.ycsb import insert_command, rehome_command, ycsb_command
-    from movr.deploy.cli import deploy_group
-    from movr.lab.cli import lab_group
-    from movr.placement.cli import db_group
-    from movr.web.serve import serve_command
-
+    """Subcommands live beside what they drive (none of them imports this module)."""
     for group, command in (
-        (bench_group, links_command),
-        (bench_group, journey_command),
-        (bench_group, ycsb_command),
-        (bench_group, insert_command),
-        (bench_group, rehome_command),
-        (bench_group, failover_command),
-        (bench_group, throughput_command),
         (bench_group, report_command),
         (main, lab_group),
         (main, db_group),
@@ -127,6 +101,8 @@ def _register_commands() -> None:
         (main, deploy_group),
     ):
         group.add_command(command)
+    for experiment in registry().experiments.values():
+        bench_group.add_command(command_for(experiment))
 
 
 _register_commands()

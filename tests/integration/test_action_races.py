@@ -298,7 +298,9 @@ def regional(store, movr_dsn: str, preset: Preset) -> Iterator[RegionalPostgresB
         conn.execute(DIRECTORY_DDL)
         conn.execute(twophase.DECISIONS_DDL)
         conn.execute("TRUNCATE username_directory")
-    backend = RegionalPostgresBackend(dict.fromkeys(preset.region_names, movr_dsn), preset, preset.region_of(CITY))
+    backend = RegionalPostgresBackend.from_urls(
+        dict.fromkeys(preset.region_names, movr_dsn), preset, preset.region_of(CITY)
+    )
     try:
         yield backend
     finally:

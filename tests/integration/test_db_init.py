@@ -100,7 +100,7 @@ def one_line_error(result) -> str:
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     (line,) = result.output.strip().splitlines()
-    assert line.startswith("Error: ")
+    assert line.startswith("movr: ")
     return line
 
 

@@ -257,7 +257,7 @@ def regional(store, movr_dsn: str, preset: Preset) -> Iterator[RegionalPostgresB
         conn.execute(DIRECTORY_DDL)
         conn.execute(twophase.DECISIONS_DDL)
         conn.execute("TRUNCATE username_directory")
-    backend = RegionalPostgresBackend(dict.fromkeys(preset.region_names, movr_dsn), preset, "europe-west1")
+    backend = RegionalPostgresBackend.from_urls(dict.fromkeys(preset.region_names, movr_dsn), preset, "europe-west1")
     try:
         yield backend
     finally:

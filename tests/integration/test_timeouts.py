@@ -97,7 +97,7 @@ def sign_up(store, username: str, city: str = "rome"):
 def test_every_pool_sets_the_timeouts(store: PostgresBackend, movr_dsn: str, preset: Preset) -> None:
     assert timeouts_of(store) == TIMEOUTS_MS
 
-    regional = RegionalPostgresBackend(dict.fromkeys(preset.region_names, movr_dsn), preset, "us-east1")
+    regional = RegionalPostgresBackend.from_urls(dict.fromkeys(preset.region_names, movr_dsn), preset, "us-east1")
     try:
         for region, server in regional.servers.items():
             rows = server.execute("show_timeouts", [SHOW_TIMEOUTS])[0]
@@ -157,7 +157,7 @@ def test_a_two_phase_sign_up_for_a_name_whose_directory_entry_is_prepared(
     home = preset.region_of("rome")
     name = next(n for i in range(1000) if directory_region(preset, n := f"pending{i}") != home)
     gid = prepared(claim_statement(UniqueClaim("username", name, "paris", str(uuid.uuid4()))))
-    regional = RegionalPostgresBackend(dict.fromkeys(preset.region_names, movr_dsn), preset, home)
+    regional = RegionalPostgresBackend.from_urls(dict.fromkeys(preset.region_names, movr_dsn), preset, home)
     try:
         outcome = within_bound(lambda: sign_up(regional, name))
         assert isinstance(outcome, errors.UsernamePending), outcome

@@ -9,19 +9,23 @@ unique. Anything else is a scan of every region, which this test refuses.
 
 Each action's Work is captured by a backend that records it (the SQL's shape is what is tested, so no
 server is needed), parsed with PostgreSQL's own parser (pglast), and every access to a REGIONAL BY ROW
-table in it is classified. docs/cockroachdb.md lists the same classification per action.
+table in it is classified; so is every SQL text written in the actions package (movr.store.actions, a
+module per thing acted on). docs/cockroachdb.md lists the same classification per action.
 """
 
 from __future__ import annotations
 
 import ast as pyast
 import datetime as dt
+import importlib
 import inspect
+import pkgutil
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pglast
@@ -101,12 +105,24 @@ class Recorder(Backend):
         raise NotImplementedError
 
 
+def action_modules() -> list[ModuleType]:
+    """The modules of the actions package, its shared (private) ones included."""
+    return [
+        importlib.import_module(f"{actions.__name__}.{info.name}") for info in pkgutil.iter_modules(actions.__path__)
+    ]
+
+
 def public_actions() -> set[str]:
-    return {
+    """The public functions defined in the package's service modules: each must be exported by the package."""
+    found = {
         name
-        for name, fn in vars(actions).items()
-        if inspect.isfunction(fn) and fn.__module__ == actions.__name__ and not name.startswith("_")
+        for module in action_modules()
+        if not module.__name__.rpartition(".")[2].startswith("_")
+        for name, fn in vars(module).items()
+        if inspect.isfunction(fn) and fn.__module__ == module.__name__ and not name.startswith("_")
     }
+    assert all(getattr(actions, name, None) is not None for name in found), "an action the package does not export"
+    return found
 
 
 def captured(name: str) -> Work:
@@ -311,16 +327,20 @@ SQL_START = re.compile(r"\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b")
 
 
 def written_sql() -> list[str]:
-    """Every SQL statement written in movr/store/actions.py, f-strings filled in from the module's constants:
-    also the statements of branches a captured Work does not reach (e.g. after a failed password check)."""
+    """Every SQL statement written in the modules of movr/store/actions/, f-strings filled in from each module's
+    constants: also the statements of branches a captured Work does not reach (e.g. after a failed password
+    check)."""
     found: list[str] = []
     unreadable: list[str] = []
 
     class Strings(pyast.NodeVisitor):
+        def __init__(self, module: ModuleType) -> None:
+            self.module = module
+
         def visit_JoinedStr(self, node: pyast.JoinedStr) -> None:
             skeleton = "".join(part.value if isinstance(part, pyast.Constant) else "{}" for part in node.values)
             try:
-                found.append(eval(compile(pyast.Expression(node), actions.__file__, "eval"), vars(actions)))
+                found.append(eval(compile(pyast.Expression(node), self.module.__file__, "eval"), vars(self.module)))
             except NameError:
                 unreadable.append(skeleton)  # built from run-time values: fine for a message, not for SQL
 
@@ -328,7 +348,8 @@ def written_sql() -> list[str]:
             if isinstance(node.value, str):
                 found.append(node.value)
 
-    Strings().visit(pyast.parse(Path(actions.__file__).read_text()))
+    for module in action_modules():
+        Strings(module).visit(pyast.parse(Path(module.__file__).read_text()))
     assert not [text for text in unreadable if SQL_START.match(text)], "SQL must be static text with parameters"
     return [text for text in found if SQL_START.match(text)]
 
@@ -357,7 +378,7 @@ EXPECTED = {
 
 
 def test_every_action_is_checked():
-    assert set(CALLS) == public_actions() == set(EXPECTED)
+    assert set(CALLS) == public_actions() == set(EXPECTED) == {action.__name__ for action in actions.ACTIONS}
 
 
 @pytest.mark.parametrize("name", sorted(CALLS))

@@ -40,8 +40,8 @@ from movr.deploy.manifests import (
 )
 from movr.deploy.render import GATEWAY_DIR, render_kit, spec_toml
 from movr.geo import parse_preset, preset_names
+from movr.geo.client_location import resolve
 from movr.placement.spec import load_spec
-from movr.web.location import resolve
 from movr.web.serve import serve_command
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -212,7 +212,7 @@ def test_auto_rehoming_is_not_offered_on_users():
 def test_rehoming_is_offered_where_actions_update_and_no_action_moves_a_user():
     """Read from the actions' SQL: rehoming fires only on updated tables, and no UPDATE of users changes
     its home (city); an action that did would be the time to offer rehoming on users again."""
-    source = Path(movr.store.actions.__file__).read_text()
+    source = "\n".join(path.read_text() for path in sorted(Path(movr.store.actions.__file__).parent.glob("*.py")))
     updated = set(re.findall(r"\bUPDATE\s+(\w+)\s+SET\b", source))
     assert updated >= REHOMING_TABLES
     users_updates = re.findall(r"\bUPDATE\s+users\s+SET\b(.*?)\bWHERE\b", source, re.DOTALL)

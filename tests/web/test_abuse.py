@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from movr.domain.errors import ConfigError
 from movr.store import actions
-from movr.store.factory import ConfigError
 from movr.web import create_app
 
 pytestmark = pytest.mark.integration

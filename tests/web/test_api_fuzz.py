@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
 
 from movr.store import actions
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # fuzzes for many seconds
 
 CHECKS = [
     not_a_server_error,

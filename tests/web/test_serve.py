@@ -59,6 +59,7 @@ def test_importing_serve_does_not_import_prometheus_client():
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
+@pytest.mark.slow  # a real `movr serve` with its workers
 def test_movr_serve_serves_health_and_the_api(store, movr_dsn, tmp_path):
     """The command the README gives, as a user types it: the `movr` console script, a real gunicorn."""
     movr = Path(sys.executable).with_name("movr")

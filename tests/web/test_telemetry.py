@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from movr.domain.errors import ConfigError
 from movr.web import create_app
 
 pytestmark = pytest.mark.integration
@@ -119,8 +120,6 @@ def test_the_backend_is_built_lazily_from_the_settings(store, movr_dsn):
 
 
 def test_unknown_region_is_a_configuration_error(store):
-    from movr.store.factory import ConfigError
-
     with pytest.raises(ConfigError, match="mars"):
         create_app({"SECRET_KEY": "k", "MOVR_REGION": "mars"}, backend=store)
 

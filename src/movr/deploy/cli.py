@@ -14,7 +14,9 @@ from typing import Any
 
 import click
 
-from movr.cli_support import CliError
+from movr.cli_support import CliError, cli_errors
+from movr.deploy.image import ImageError
+from movr.deploy.render import GATEWAY_DIR, DeployError, render_kit, write_kit
 from movr.placement.cli import spec_from_options, spec_options
 
 TARGETS = ("k8s",)
@@ -32,17 +34,12 @@ def deploy_group() -> None:
 @click.option("--out", type=click.Path(path_type=Path), help="Directory to write (created if missing).")
 def render_command(target: str, image: str | None, out: Path | None, **options: Any) -> None:
     """Write a Containerfile, Kubernetes manifests per region and the global load balancer for the spec."""
-    from movr.deploy.image import ImageError
-    from movr.deploy.render import GATEWAY_DIR, DeployError, render_kit, write_kit
-
     spec = spec_from_options(**options)  # `movr db`'s own reading of the spec options (exit 2 with the reason)
     if out is None:
         raise CliError("--out is required: the directory to write the kit to")
-    try:
+    with cli_errors(ImageError, DeployError):
         files = render_kit(spec, image)
         write_kit(files, out)
-    except (ImageError, DeployError) as err:
-        raise CliError(str(err)) from None
     regions = ", ".join(spec.regions)
     click.echo(
         f"wrote {len(files)} files to {out}: Containerfile, manifests for {regions}, "

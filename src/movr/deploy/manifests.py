@@ -22,7 +22,7 @@ from typing import Any
 
 from movr import __version__
 from movr.deploy.containerfile import APP_PORT, APP_UID
-from movr.web.location import GEO_HEADER
+from movr.geo.client_location import GEO_HEADER
 
 NAMESPACE = "movr"
 APP = "movr"

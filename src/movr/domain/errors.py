@@ -1,9 +1,15 @@
 """Domain errors: what can go wrong in a user action, in words a user understands.
 
 Each carries a stable `code` that the web layer maps to an HTTP status and the API puts in its JSON body.
+`ConfigError` is the operator's, not a user's: settings that describe no database the app can use. It lives
+here, below the store and the web app, so that every layer that reads settings raises the same one.
 """
 
 from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """The settings do not describe a database we can reach (a URL, a region, a pool timeout...)."""
 
 
 class MovrError(Exception):

@@ -21,7 +21,7 @@ EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}$")
 
 def check_username(username: str) -> str:
     """A valid username in its canonical form (see canonical_username)."""
-    if not isinstance(username, str) or not USERNAME_RE.match(username):
+    if not isinstance(username, str) or not USERNAME_RE.fullmatch(username):
         raise InvalidInput("a username is 3 to 32 letters, digits, '.', '_' or '-'")
     return canonical_username(username)
 

@@ -2,7 +2,8 @@
 
 The distance model is the one in ARCHITECTURE.md: a preset gives region-to-region RTTs, and a client city's
 RTT to a region comes from great-circle distance (light in fibre ~200 km/ms, 1.5x route inflation, 2 ms
-access) unless the preset overrides the pair.
+access) unless the preset overrides the pair. Where a client is (the city its request names) is read in one
+place, `movr.geo.client_location`, by the app and the lab's balancer alike.
 """
 
 from __future__ import annotations

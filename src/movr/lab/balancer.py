@@ -428,7 +428,7 @@ def build_app(config: Mapping[str, Any], token: str) -> web.Application:
     app.router.add_get(CONTROL_PREFIX + "status", guarded(balancer.status))
     app.router.add_post(CONTROL_PREFIX + "regions/{region}", guarded(balancer.set_region))
     app.router.add_post(CONTROL_PREFIX + "reset", guarded(balancer.reset))
-    app.router.add_route("*", "/{path:.*}", balancer.forward)
+    app.router.add_route("*", "/{path:[\\s\\S]*}", balancer.forward)  # any path, encoded newlines too
     return app
 
 

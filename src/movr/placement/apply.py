@@ -34,11 +34,11 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from movr.domain.errors import ConfigError
 from movr.domain.models import Base
 from movr.placement.cockroach import render_statements
 from movr.placement.spec import PlacementSpec, SpecError
 from movr.store.cockroach import CONNECT_TIMEOUT_SECONDS, engine_url, one_line, redact
-from movr.store.factory import ConfigError
 from movr.store.schema import sqlalchemy_url
 
 # The database every CockroachDB cluster has; the session starts there because the spec's database

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
+from movr.cli_support import CliError, cli_errors
+from movr.placement.apply import InitError, init_cockroach, init_postgres
+from movr.placement.cockroach import render_cockroach
 from movr.placement.spec import (
     DEFAULT_COCKROACH_VERSION,
     DEFAULT_COCKROACH_VERSION_AS_OF,
@@ -28,11 +31,6 @@ from movr.placement.spec import (
 )
 
 TARGETS = ("cockroach",)
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
-    raise click.exceptions.Exit(2)
 
 
 def spec_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -74,7 +72,7 @@ def spec_from_options(
     region_names: str | None,
     cockroach_version: str | None = None,
 ) -> PlacementSpec:
-    try:
+    with cli_errors(SpecError):
         return load_spec(
             preset,
             spec_file,
@@ -85,8 +83,6 @@ def spec_from_options(
             region_name_template=region_names,
             cockroach_version=cockroach_version,
         )
-    except SpecError as err:
-        _fail(str(err))
 
 
 @click.group("db")
@@ -106,19 +102,15 @@ def db_group() -> None:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
 def render(target: str, output: Path | None, **options: Any) -> None:
     """Print dbinit.sql for the spec (CockroachDB multi-region DDL)."""
-    from movr.placement.cockroach import render_cockroach
-
-    try:
+    with cli_errors(SpecError):
         script = render_cockroach(spec_from_options(**options))
-    except SpecError as err:
-        _fail(str(err))
     if output is None:
         click.echo(script, nl=False)
         return
     try:
         output.write_text(script)
     except OSError as err:
-        _fail(f"cannot write {output}: {err.strerror or err}")
+        raise CliError(f"cannot write {output}: {err.strerror or err}") from None
     click.echo(f"wrote {output} ({script.count(';' + chr(10))} statements)", err=True)
 
 
@@ -139,10 +131,8 @@ def init(url: str, drop: bool, **options: Any) -> None:
     On CockroachDB it first asks the cluster its version (and renders for it), its regions and whether
     the database exists; whatever cannot be done is refused before the first statement.
     """
-    from movr.placement.apply import InitError, init_cockroach, init_postgres
-
     scheme = url.split("://", 1)[0] if "://" in url else ""
-    try:
+    with cli_errors(InitError):
         if scheme.startswith("cockroachdb"):
             spec = spec_from_options(**options)
             applied = init_cockroach(url, spec, drop=drop)
@@ -156,12 +146,10 @@ def init(url: str, drop: bool, **options: Any) -> None:
             kept = f"; kept {', '.join(created.kept)} (they existed)" if created.kept else ""
             click.echo(f"created MovR's tables at {created.where}: {', '.join(created.created) or 'none'}{kept}")
         else:
-            _fail(
+            raise CliError(
                 "expected a cockroachdb:// URL (multi-region CockroachDB) or a postgresql:// URL (plain"
                 f" PostgreSQL), not {scheme + '://' if scheme else repr(url)}"
             )
-    except InitError as err:
-        _fail(str(err))
 
 
 def _refuse_spec_options(options: dict[str, Any]) -> None:
@@ -170,7 +158,7 @@ def _refuse_spec_options(options: dict[str, Any]) -> None:
     given = [params[name].opts[0] for name, value in options.items() if value not in (None, False)]
     if given:
         them = "them" if len(given) > 1 else "it"
-        _fail(
+        raise CliError(
             f"{', '.join(given)} shape{'' if len(given) > 1 else 's'} a multi-region CockroachDB database;"
             f" a plain PostgreSQL is one region and gets MovR's tables without {them}: leave {them} out"
         )

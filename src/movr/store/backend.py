@@ -11,7 +11,7 @@ import contextlib
 import select
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -82,6 +82,45 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional for backends without resources
         pass
+
+
+# A two-phase commit's decision: it sees the rows of the decision region's statements and returns the
+# statements that record the decision (committed with them), or None to roll back.
+Decide = Callable[[list[Rows]], Sequence[Statement] | None]
+
+
+class RegionServer(Protocol):
+    """What the regional backend and the two-phase commit resolver ask of one region's server.
+
+    `ServerPool` is the real one; unit tests hand the backend fakes that answer from a script and count
+    the round trips (tests/unit/fake_servers.py). Each method is one round trip, except
+    `execute_deciding` (two: the statements, then the decision with COMMIT or a ROLLBACK).
+    """
+
+    region: str
+    wan: bool
+
+    def execute(
+        self, action: str, statements: Sequence[Statement], isolation: Isolation | None = None
+    ) -> list[Rows]: ...
+
+    def prepare(self, gid: str, action: str, statements: Sequence[Statement]) -> list[Rows]: ...
+
+    def execute_deciding(
+        self, action: str, statements: Sequence[Statement], decide: Decide, isolation: Isolation | None = None
+    ) -> tuple[list[Rows], bool]: ...
+
+    def commit_prepared(self, gid: str) -> None: ...
+
+    def rollback_prepared(self, gid: str) -> None: ...
+
+    def copy_rows(self, table: str, rows: Sequence[dict], progress: Callable[[int], None] | None = None) -> None: ...
+
+    def truncate(self, tables: Sequence[str]) -> None: ...
+
+    def wait_ready(self, timeout: float) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class ServerPool:
@@ -178,11 +217,7 @@ class ServerPool:
         return self._timed(action, len(statements), round_trip)
 
     def execute_deciding(
-        self,
-        action: str,
-        statements: Sequence[Statement],
-        decide: Callable[[list[Rows]], Sequence[Statement] | None],
-        isolation: Isolation | None = None,
+        self, action: str, statements: Sequence[Statement], decide: Decide, isolation: Isolation | None = None
     ) -> tuple[list[Rows], bool]:
         """The decision region's part of a two-phase commit (movr.store.twophase): the statements in an open
         transaction (one round trip); then `decide` sees their rows and returns the statements that record

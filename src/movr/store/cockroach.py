@@ -50,12 +50,11 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from movr.domain.errors import ResultAmbiguous, RetriesExhausted, StoreUnavailable
+from movr.domain.errors import ConfigError, ResultAmbiguous, RetriesExhausted, StoreUnavailable
 from movr.domain.models import Base
 from movr.geo import Preset
 from movr.store import stats
 from movr.store.backend import ALL_TABLES, Backend, closed_by_peer, run_pipelined, session_options
-from movr.store.factory import ConfigError
 from movr.store.transaction import run_transaction, sqlstate_of
 from movr.store.work import Rows, Statement, Work
 

@@ -11,12 +11,11 @@ import json
 import os
 from collections.abc import Mapping
 
+from movr.domain.errors import ConfigError
 from movr.geo import Preset, load_preset
-from movr.store.backend import Backend
-
-
-class ConfigError(ValueError):
-    """The settings do not describe a database we can reach."""
+from movr.store.backend import Backend, PostgresBackend
+from movr.store.cockroach import CockroachBackend
+from movr.store.regional import RegionalPostgresBackend
 
 
 def make_backend(
@@ -32,16 +31,12 @@ def make_backend(
 ) -> Backend:
     region = region or preset.primary_region
     if region_urls:
-        from movr.store.regional import RegionalPostgresBackend
-
-        return RegionalPostgresBackend(
+        return RegionalPostgresBackend.from_urls(
             dict(region_urls), preset, region, pool_timeout=pool_timeout, directory_regions=directory_regions
         )
     if not database_url:
         raise ConfigError("set MOVR_DATABASE_URL (or MOVR_REGION_DATABASE_URLS for the lab)")
     if database_url.startswith("cockroachdb"):
-        from movr.store.cockroach import CockroachBackend
-
         return CockroachBackend(database_url, preset, region, follower_reads=follower_reads)
     if database_url.startswith(("postgresql", "postgres")) or "=" in database_url:
         return _postgres_backend(database_url, preset, region, wan=wan)
@@ -49,8 +44,6 @@ def make_backend(
 
 
 def _postgres_backend(url: str, preset: Preset, region: str, *, wan: bool) -> Backend:
-    from movr.store.backend import PostgresBackend
-
     conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
     return PostgresBackend(conninfo, preset, region, wan=wan)
 

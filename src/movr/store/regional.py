@@ -14,6 +14,10 @@ How CockroachDB's multi-region features are realized here (ARCHITECTURE.md, "Sem
   name in two regions race-free: the second waits on the first's row and then fails.
 - GLOBAL tables: written on the primary region's server with `synchronous_commit = remote_apply` to
   logical-replication subscribers in every other region, so reads anywhere are local and fresh.
+
+The backend is handed its servers, one per region (anything that behaves as a `RegionServer`), so that its
+routing, its search and its two-phase commit run unchanged on fakes that count round trips
+(tests/unit/test_regional_routing.py, test_twophase_fakes.py); `from_urls` builds the real pools.
 """
 
 from __future__ import annotations
@@ -22,15 +26,15 @@ import contextlib
 import contextvars
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from movr.domain.errors import StoreUnavailable
 from movr.domain.rules import canonical_username
 from movr.geo import Preset
 from movr.store import twophase
-from movr.store.backend import Backend, ServerPool
+from movr.store.backend import Backend, RegionServer, ServerPool
 from movr.store.transaction import run_transaction
 from movr.store.work import Rows, Statement, UniqueClaim, Work
 
@@ -87,35 +91,64 @@ class RegionalPostgresBackend(Backend):
 
     def __init__(
         self,
-        region_urls: dict[str, str],
+        servers: Mapping[str, RegionServer],
+        preset: Preset,
+        region: str,
+        *,
+        global_writer: Callable[[], RegionServer] | None = None,
+        directory_regions: Sequence[str] | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        """`servers`: each region's server, which this backend then owns (closes). `global_writer` opens, on
+        the first GLOBAL write, the server that writes GLOBAL tables (default: the primary region's server).
+        `directory_regions`: where username directory entries may live. `executor` runs the parallel parts
+        (search, PREPAREs, phase two, forgetting decisions; default: a thread pool that close() shuts down)."""
+        super().__init__(preset, region)
+        _check_regions(preset, servers, directory_regions)
+        self.directory_regions = tuple(directory_regions or ())
+        self.servers = dict(servers)
+        self._open_global_writer = global_writer or (lambda: self.servers[preset.primary_region])
+        self._global_writer: RegionServer | None = None
+        self._own_pool = executor is None
+        self._pool = executor or ThreadPoolExecutor(
+            max_workers=4 * len(self.servers), thread_name_prefix="movr-regional"
+        )
+        self._sweeper: twophase.InDoubtSweeper | None = None
+
+    @classmethod
+    def from_urls(
+        cls,
+        region_urls: Mapping[str, str],
         preset: Preset,
         region: str,
         *,
         pool_size: int = 8,
         pool_timeout: float | None = None,
         directory_regions: Sequence[str] | None = None,
-    ) -> None:
-        """`pool_timeout` (labs with a survival goal): fail fast on a lost server and reconnect at once after
-        a failover (see ServerPool). `directory_regions`: where username directory entries may live."""
-        super().__init__(preset, region)
-        missing = set(preset.region_names) - set(region_urls)
-        if missing:
-            raise ValueError(f"no database URL for region(s) {', '.join(sorted(missing))}")
-        unknown = set(directory_regions or ()) - set(preset.region_names)
-        if unknown:
-            raise ValueError(f"directory regions {', '.join(sorted(unknown))} are not regions of {preset.name}")
-        self.directory_regions = tuple(directory_regions or ())
-        self._pool_options: dict[str, float] = (
+    ) -> RegionalPostgresBackend:
+        """A pool to each region's PostgreSQL server (through the lab's links). `pool_timeout` (labs with a
+        survival goal): fail fast on a lost server and reconnect at once after a failover (see ServerPool)."""
+        _check_regions(preset, region_urls, directory_regions)
+        options: dict[str, float] = (
             {} if pool_timeout is None else {"timeout": pool_timeout, "reconnect_timeout": min(1.0, pool_timeout)}
         )
-        self.servers = {
-            name: ServerPool(_conninfo(url), name, wan=name != region, max_size=pool_size, **self._pool_options)
+        servers = {
+            name: ServerPool(_conninfo(url), name, wan=name != region, max_size=pool_size, **options)
             for name, url in region_urls.items()
         }
-        self._global_writer: ServerPool | None = None
-        self._global_url = _conninfo(region_urls[preset.primary_region])
-        self._pool = ThreadPoolExecutor(max_workers=4 * len(self.servers), thread_name_prefix="movr-regional")
-        self._sweeper: twophase.InDoubtSweeper | None = None
+        primary = preset.primary_region
+
+        def global_writer() -> ServerPool:
+            return ServerPool(
+                _conninfo(region_urls[primary]),
+                primary,
+                wan=primary != region,
+                max_size=2,
+                options="-c synchronous_commit=remote_apply",
+                **options,
+            )
+
+        return cls(servers, preset, region, global_writer=global_writer, directory_regions=directory_regions)
 
     # --- routing ------------------------------------------------------------------------------------
 
@@ -155,16 +188,9 @@ class RegionalPostgresBackend(Backend):
         return local
 
     @property
-    def global_writer(self) -> ServerPool:
+    def global_writer(self) -> RegionServer:
         if self._global_writer is None:
-            self._global_writer = ServerPool(
-                self._global_url,
-                self.preset.primary_region,
-                wan=self.preset.primary_region != self.region,
-                max_size=2,
-                options="-c synchronous_commit=remote_apply",
-                **self._pool_options,
-            )
+            self._global_writer = self._open_global_writer()
         return self._global_writer
 
     # --- global uniqueness --------------------------------------------------------------------------
@@ -227,15 +253,15 @@ class RegionalPostgresBackend(Backend):
     def _finish(self, regions: list[str], gid: str, *, commit: bool) -> None:
         """Phase two on every prepared part, in parallel. A part that cannot be told now is left in doubt:
         its region's resolver finishes it the same way (the decision is durable, or presumed abort)."""
-        finish = ServerPool.commit_prepared if commit else ServerPool.rollback_prepared
-        futures = {region: self._submit(finish, self.servers[region], gid) for region in regions}
+        how = "commit_prepared" if commit else "rollback_prepared"
+        futures = {region: self._submit(getattr(self.servers[region], how), gid) for region in regions}
         unfinished = []
         for region, future in futures.items():
             try:
                 future.result()
             except Exception as error:  # logged; a resolver finishes the part
                 unfinished.append(region)
-                log.warning("%s of %s in %s failed, left to its resolver: %s", finish.__name__, gid, region, error)
+                log.warning("%s of %s in %s failed, left to its resolver: %s", how, gid, region, error)
         if commit and not unfinished:
             # Every part committed, so the decision is no longer needed; off the request's path (and
             # outside its counters: no copied context).
@@ -301,11 +327,21 @@ class RegionalPostgresBackend(Backend):
     def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.stop()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._own_pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         for server in self.servers.values():
             server.close()
-        if self._global_writer is not None:
+        if self._global_writer is not None and self._global_writer not in self.servers.values():
             self._global_writer.close()
+
+
+def _check_regions(preset: Preset, servers: Mapping[str, object], directory_regions: Sequence[str] | None) -> None:
+    missing = set(preset.region_names) - set(servers)
+    if missing:
+        raise ValueError(f"no database server for region(s) {', '.join(sorted(missing))}")
+    unknown = set(directory_regions or ()) - set(preset.region_names)
+    if unknown:
+        raise ValueError(f"directory regions {', '.join(sorted(unknown))} are not regions of {preset.name}")
 
 
 def _conninfo(url: str) -> str:

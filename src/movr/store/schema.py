@@ -39,14 +39,6 @@ def create_schema(conninfo: str) -> None:
         engine.dispose()
 
 
-def drop_schema(conninfo: str) -> None:
-    engine = create_engine(sqlalchemy_url(conninfo), poolclass=NullPool)
-    try:
-        Base.metadata.drop_all(engine)
-    finally:
-        engine.dispose()
-
-
 def default_promo_codes(now: dt.datetime | None = None) -> list[tuple[str, str, int, dt.datetime]]:
     expires = (now or dt.datetime.now(dt.UTC)) + dt.timedelta(days=365)
     return [(code, text, pct, expires) for code, text, pct in SAMPLE_PROMO_CODES]

@@ -30,15 +30,12 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import psycopg
 
 from movr.domain.errors import StoreUnavailable
+from movr.store.backend import RegionServer
 from movr.store.work import Statement
-
-if TYPE_CHECKING:
-    from movr.store.backend import ServerPool
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +108,12 @@ def prepared_parts_statement(older_than_s: float) -> Statement:
     )
 
 
-def prepared_parts(server: ServerPool, older_than_s: float) -> list[str]:
+def prepared_parts(server: RegionServer, older_than_s: float) -> list[str]:
     rows = server.execute("find_in_doubt", [prepared_parts_statement(older_than_s)])[0]
     return [row["gid"] for row in rows]
 
 
-def decide(decision_server: ServerPool, gid: str) -> str:
+def decide(decision_server: RegionServer, gid: str) -> str:
     """The outcome of `gid`: the coordinator's 'commit' if it recorded one, else 'abort', made final."""
     rows = decision_server.execute(
         "decide_in_doubt",
@@ -133,7 +130,7 @@ def decide(decision_server: ServerPool, gid: str) -> str:
 
 
 def resolve_in_doubt(
-    servers: Mapping[str, ServerPool], region: str, older_than_s: float = IN_DOUBT_AFTER_S
+    servers: Mapping[str, RegionServer], region: str, older_than_s: float = IN_DOUBT_AFTER_S
 ) -> list[Resolution]:
     """Finish every MovR part prepared on `region`'s server for longer than `older_than_s`."""
     resolved = []
@@ -158,7 +155,7 @@ def resolve_in_doubt(
 class InDoubtSweeper:
     """A daemon thread that resolves its region's in-doubt parts every SWEEP_INTERVAL_S."""
 
-    def __init__(self, servers: Mapping[str, ServerPool], region: str, interval_s: float = SWEEP_INTERVAL_S) -> None:
+    def __init__(self, servers: Mapping[str, RegionServer], region: str, interval_s: float = SWEEP_INTERVAL_S) -> None:
         self.servers = servers
         self.region = region
         self.interval_s = interval_s

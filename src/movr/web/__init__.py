@@ -20,6 +20,6 @@ __all__ = ["create_app"]
 
 def create_app(config: Mapping[str, Any] | None = None, backend: Backend | None = None) -> Flask:
     """The MovR web app; see `movr.web.app.create_app`."""
-    from movr.web.app import create_app as factory
+    from movr.web.app import create_app as factory  # on first use: see this module's docstring (prometheus_client)
 
     return factory(config, backend)

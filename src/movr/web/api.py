@@ -282,10 +282,6 @@ def document_cities(spec: dict[str, Any], cities: list[str]) -> dict[str, Any]:
     return spec
 
 
-# Links from the operation that creates a resource to the operations that use it (OpenAPI `links`), so
-# that a client — or schemathesis's stateful phase — can chain sign up -> log in -> add a vehicle -> ride
-# it -> apply a promo code / end it, or remove the vehicle. Keyed by operationId (APIFlask's automatic
-# ids: method_blueprint_endpoint), then by the status that returns the resource.
 def _link(target: str, parameters: dict[str, str] | None = None, body: dict[str, str] | None = None) -> dict:
     link: dict[str, Any] = {"operationId": target}
     if parameters:
@@ -298,6 +294,10 @@ def _link(target: str, parameters: dict[str, str] | None = None, body: dict[str,
 BEARER = {"header.Authorization": "Bearer {$response.body#/token}"}
 VEHICLE = {"city": "$response.body#/city", "vehicle_id": "$response.body#/id"}
 RIDE = {"city": "$response.body#/city", "ride_id": "$response.body#/id"}
+# Links from the operation that creates a resource to the operations that use it (OpenAPI `links`), so
+# that a client — or schemathesis's stateful phase — can chain sign up -> log in -> add a vehicle -> ride
+# it -> apply a promo code / end it, or remove the vehicle. Keyed by operationId (APIFlask's automatic
+# ids: method_blueprint_endpoint), then by the status that returns the resource.
 LINKS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
     "post_api_create_user": (
         "201",

@@ -19,11 +19,11 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from movr import __version__
+from movr.domain.errors import ConfigError
 from movr.domain.models import VEHICLE_TYPES
 from movr.domain.rules import LoginLimit
 from movr.geo import load_preset
 from movr.store.backend import Backend
-from movr.store.factory import ConfigError
 from movr.web import current, errors, location, telemetry
 from movr.web.api import api, document_cities, document_contract
 from movr.web.auth import CSRF_HEADER, init_login

@@ -84,10 +84,3 @@ def backend_env(config: Mapping[str, Any], env: Mapping[str, str] | None = None)
         if value is not None:
             merged[name] = str(value)
     return merged
-
-
-def settings_table() -> str:
-    """The settings as a Markdown table (README-ready)."""
-    lines = ["| variable | default | meaning |", "|---|---|---|"]
-    lines += [f"| `{name}` | {f'`{default}`' if default else '—'} | {text} |" for name, default, text in SETTINGS]
-    return "\n".join(lines)

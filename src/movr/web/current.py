@@ -11,6 +11,7 @@ from flask import current_app
 from movr.domain import errors
 from movr.geo import Preset, PresetError
 from movr.store.backend import Backend
+from movr.store.factory import backend_from_env
 from movr.web.errors import UnknownCity
 
 log = logging.getLogger("movr.web")
@@ -29,11 +30,9 @@ def backend() -> Backend:
     with _build_lock:
         built = app.extensions.get(BACKEND)
         if built is None:
-            from movr.store.factory import ConfigError, backend_from_env
-
             try:
                 built = backend_from_env(app.config["MOVR_BACKEND_ENV"])
-            except (ConfigError, PresetError) as error:
+            except (errors.ConfigError, PresetError) as error:
                 # A configuration mistake: say what it is in the log, and "unavailable" to users.
                 log.error("cannot build the database backend: %s", error)
                 raise errors.StoreUnavailable() from None

@@ -20,6 +20,11 @@ import tempfile
 from typing import Any
 
 import click
+from gunicorn.app.base import BaseApplication
+
+from movr.domain import errors
+from movr.geo import PresetError, load_preset
+from movr.lab.ports import free_port
 
 # Not imported from movr.web.metrics: prometheus_client must not be imported before this is set.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -47,45 +52,42 @@ class ServeCommand(click.Command):
             raise OptionError(error.format_message().splitlines()[0]) from None
 
 
-def _gunicorn_app(options: dict[str, Any]):
-    from gunicorn.app.base import BaseApplication
+class MovrServer(BaseApplication):
+    """gunicorn with MovR's app factory and our options (no gunicorn command line or config file)."""
 
-    class MovrServer(BaseApplication):
-        """gunicorn with MovR's app factory and our options (no gunicorn command line or config file)."""
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        super().__init__()
 
-        def __init__(self) -> None:
-            self.options = options
-            super().__init__()
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if key in OPTIONAL_SETTINGS and key not in self.cfg.settings:
+                continue  # an older gunicorn without that setting
+            self.cfg.set(key, value)
 
-        def load_config(self) -> None:
-            for key, value in self.options.items():
-                if key in OPTIONAL_SETTINGS and key not in self.cfg.settings:
-                    continue  # an older gunicorn without that setting
-                self.cfg.set(key, value)
+    def load(self):
+        # Fork safety: each worker imports the app after the fork, with the master's PROMETHEUS_MULTIPROC_DIR
+        # already set (the app imports prometheus_client) and builds its own pools (never shared by processes).
+        from movr.web import current
+        from movr.web.app import create_app
 
-        def load(self):
-            from movr.domain import errors
-            from movr.web import current
-            from movr.web.app import create_app
-
-            app = create_app()
-            # Open this worker's pools now: connecting through a WAN link costs round trips that belong
-            # to start-up, not to the first user's request (which would otherwise pay them).
-            with app.app_context():
-                try:
-                    current.backend().warm()
-                except Exception as error:  # the app still serves /healthz; /readyz reports the database
-                    app.logger.warning("database not reachable at start-up: %s", error)
-                with contextlib.suppress(errors.StoreUnavailable):  # a misconfigured backend: /readyz says so
-                    current.backend().start_housekeeping()
-            return app
-
-    return MovrServer()
+        app = create_app()
+        # Open this worker's pools now: connecting through a WAN link costs round trips that belong
+        # to start-up, not to the first user's request (which would otherwise pay them).
+        with app.app_context():
+            try:
+                current.backend().warm()
+            except Exception as error:  # the app still serves /healthz; /readyz reports the database
+                app.logger.warning("database not reachable at start-up: %s", error)
+            with contextlib.suppress(errors.StoreUnavailable):  # a misconfigured backend: /readyz says so
+                current.backend().start_housekeeping()
+        return app
 
 
 def _child_exit(_server: Any, worker: Any) -> None:
     """A worker is gone: its live metrics files must not be added up any more."""
     if os.environ.get(MULTIPROC_ENV):
+        # Here, not at the top: prometheus_client must not be imported before MULTIPROC_ENV is set.
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
@@ -101,8 +103,6 @@ def _worker_exit(_server: Any, worker: Any) -> None:
 
 def validate(database_url: str | None, region: str | None, preset: str | None) -> tuple[str, str]:
     """The preset and region to serve, or OptionError with the reason."""
-    from movr.geo import PresetError, load_preset
-
     name = preset or os.environ.get("MOVR_PRESET") or DEFAULT_PRESET
     try:
         chosen = load_preset(name)
@@ -149,8 +149,6 @@ def serve_command(
         click.echo("movr serve: MOVR_SECRET_KEY is not set; sessions end when this server stops", err=True)
         os.environ["MOVR_SECRET_KEY"] = secrets.token_urlsafe(32)
     if port == 0:
-        from movr.lab.ports import free_port
-
         port = free_port(host)
     metrics_dir = None
     if not os.environ.get(MULTIPROC_ENV):
@@ -174,7 +172,7 @@ def serve_command(
     click.echo(f"movr serve: MovR ({region}, preset {preset_name}) on http://{host}:{port} with {workers} worker(s)")
     sys.stdout.flush()
     try:
-        _gunicorn_app(options).run()
+        MovrServer(options).run()
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)

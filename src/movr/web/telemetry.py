@@ -9,35 +9,16 @@ which the journey benchmark reads.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 from flask_login import current_user
 
+from movr import telemetry_headers as names
 from movr.store import stats
 from movr.web import location
-from movr.web.metrics import Metrics
-
-
-@dataclass(frozen=True)
-class Figures:
-    served_by: str
-    data_regions: tuple[str, ...]
-    statements: int
-    sql_ms: float
-    wan_round_trips: int
-    app_ms: float
-    cpu_ms: float
-
-    @property
-    def server_timing(self) -> str:
-        return (
-            f"app;dur={self.app_ms:.1f}, "
-            f'sql;dur={self.sql_ms:.1f};desc="{self.statements} statements", '
-            f'wan;desc="{self.wan_round_trips} round trips"'
-        )
-
+from movr.web.figures import Figures
+from movr.web.metrics import Metrics, restrict, route_label
 
 STARTED_KEY = "movr.started"
 
@@ -82,7 +63,8 @@ def client_location() -> location.ClientLocation:
 
 
 def init_app(app: Flask, metrics: Metrics) -> None:
-    """Register first, so the scope is open before any other extension's before_request hook runs."""
+    """Register first, so the scope is open before any other extension's before_request hook runs;
+    `/metrics` is restricted here too, if the app is told to (`metrics.restrict`)."""
 
     @app.before_request
     def open_scope() -> None:
@@ -96,17 +78,16 @@ def init_app(app: Flask, metrics: Metrics) -> None:
         done = figures()
         headers = response.headers
         headers["Server-Timing"] = done.server_timing
-        headers["X-Movr-Region"] = done.served_by
-        headers["X-Movr-Statements"] = str(done.statements)
-        headers["X-Movr-Sql-Ms"] = f"{done.sql_ms:.3f}"
-        headers["X-Movr-App-Ms"] = f"{done.app_ms:.3f}"
-        headers["X-Movr-Wan-Round-Trips"] = str(done.wan_round_trips)
-        headers["X-Movr-Data-Regions"] = ",".join(done.data_regions)
-        headers["X-Movr-Client-City"] = client_location().city or ""
+        headers[names.REGION] = done.served_by
+        headers[names.STATEMENTS] = str(done.statements)
+        headers[names.SQL_MS] = f"{done.sql_ms:.3f}"
+        headers[names.APP_MS] = f"{done.app_ms:.3f}"
+        headers[names.WAN_ROUND_TRIPS] = str(done.wan_round_trips)
+        headers[names.DATA_REGIONS] = ",".join(done.data_regions)
+        headers[names.CLIENT_CITY] = client_location().city or ""
         # Deliberate local work (argon2 on sign-up and log-in): part of a request's physical floor.
-        headers["X-Movr-Cpu-Ms"] = f"{done.cpu_ms:.3f}"
-        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        metrics.observe(route, request.method, response.status_code, done)
+        headers[names.CPU_MS] = f"{done.cpu_ms:.3f}"
+        metrics.observe(route_label(request.url_rule), request.method, response.status_code, done)
         return response
 
     @app.teardown_request
@@ -114,3 +95,5 @@ def init_app(app: Flask, metrics: Metrics) -> None:
         scope = g.pop("movr_scope", None)
         if scope is not None:
             scope.__exit__(None, None, None)
+
+    restrict(app)
