@@ -76,12 +76,13 @@ def bench_group() -> None:
 
 
 @main.command("demo")
-@click.option("--no-serve", is_flag=True, help="Exit after the report instead of serving the web app.")
+@click.option("--no-serve", is_flag=True, help="Exit after the tables, stopping every lab, instead of serving.")
 @click.option("--preset", default="gcp-3", show_default=True, help="Preset name or TOML file.")
 @click.option("--scale", default=1.0, show_default=True, type=click.FloatRange(0.001, 100))
 @click.option("--run-dir", type=click.Path(path_type=Path), default=default_run_dir)
 def demo_command(no_serve: bool, preset: str, scale: float, run_dir: Path) -> None:
-    """The main job: a three-region lab, sample data, a journey table from three cities, then the web app."""
+    """The main job: Rome's journey in single, hybrid and multi labs side by side, New York and Los Angeles
+    on multi, then the multi lab's web app and console."""
     # Start-up time: the lab and the benchmarks are heavy, and only this command needs them.
     from movr.demo import run_demo
     from movr.lab.supervisor import LabError
