@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from movr.bench.floors import Network, failover_floor, floor, journey_wan_rtts, step_floor
 from movr.bench.journey import StepResult
+from movr.floors import Network, failover_floor, floor, journey_wan_rtts, step_floor
 from movr.geo import load_preset
 from movr.lab.layout import plan_lab
 from movr.lab.survival import SurvivalOptions, plan_survival

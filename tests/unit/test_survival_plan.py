@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from movr.bench.failover.analysis import expectations, per_city
 from movr.bench.failover.output import checks as failover_checks
 from movr.bench.failover.riders import Sample
-from movr.bench.floors import journey_commit_ms
 from movr.cli import main
+from movr.floors import journey_commit_ms
 from movr.geo import load_preset
 from movr.lab.layout import LabPlan, SurvivalLayout, plan_lab
 from movr.lab.links import LinkSpec, run_links_in_thread

@@ -25,6 +25,8 @@ only; port 0: any). On start it prints one JSON line ``{"event": "ready", "port"
 cleanly on SIGTERM or SIGINT. Control API (never delayed, never forwarded; only with the lab's token, see
 ``movr.lab.control``): ``GET /_balancer/status``, ``POST /_balancer/regions/{region}`` with
 ``{"down": true|false}`` (failure drills), ``POST /_balancer/reset``. The token header is never forwarded.
+Started by a lab (``MOVR_LAB_RUN_DIR`` in its environment) it also serves the lab console under ``/lab/``
+(movr.lab.console) and records each forwarded request for it (an append to a bounded deque).
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ import contextlib
 import html
 import json
 import logging
+import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +54,11 @@ from multidict import CIMultiDict, CIMultiDictProxy, istr
 from movr.geo import Preset, PresetError, load_preset
 from movr.geo.client_location import CITY_HEADER, GEO_HEADER, geo_header_value, match_city, resolve
 from movr.lab import control
+from movr.lab.console.recorder import RequestRecorder
 from movr.lab.layout import TOPOLOGIES
 from movr.lab.links import new_event_loop
 from movr.lab.links_access import AccessLinkCounters, carry
+from movr.lab.processes import RUN_DIR_MARKER
 from movr.lab.upstream import UpstreamError, UpstreamPool
 
 log = logging.getLogger("movr.lab.balancer")
@@ -213,6 +219,8 @@ class Balancer:
         self.upstreams = {region: UpstreamPool(url) for region, url in config.apps.items()}
         self.counters = AccessLinkCounters(list(self.apps))
         self._session: aiohttp.ClientSession | None = None
+        # The lab console's record of forwarded requests (movr.lab.console); None when no console is mounted.
+        self.recorder: RequestRecorder | None = None
 
     async def lifecycle(self, _app: web.Application) -> AsyncIterator[None]:
         """aiohttp cleanup context: the health checks' session and watcher; the request pools closed at the end."""
@@ -247,16 +255,24 @@ class Balancer:
     def regions_in_rotation(self) -> list[str]:
         return [region for region, app in self.apps.items() if app.in_rotation]
 
+    def usual_region(self, city: str) -> str | None:
+        """The region that serves a client in `city` when every region is healthy."""
+        cfg = self.config
+        return choose_region(cfg.preset, city, list(self.apps), cfg.topology, cfg.primary_region)
+
     # --- forwarding ---
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         if request.path.startswith(CONTROL_PREFIX):
             return _error(request, 404, "no such balancer endpoint")
+        started = time.perf_counter()
         cfg = self.config
         city = resolve_city(cfg.preset, request.headers, request.cookies, cfg.default_city)
         region = choose_region(cfg.preset, city, self.regions_in_rotation(), cfg.topology, cfg.primary_region)
         if region is None:
-            return _error(request, 503, f"no healthy region can serve a client in {city}")
+            response = _error(request, 503, f"no healthy region can serve a client in {city}")
+            self._record(request, started, city, None, response.status, 0.0, None)
+            return response
         app = self.apps[region]
         rtt_ms = cfg.preset.client_rtt_ms(city, region) * cfg.scale
         extra = {REGION_HEADER: region, RTT_HEADER: f"{rtt_ms:.3f}"}
@@ -275,6 +291,7 @@ class Balancer:
             await carry(rtt_ms / 2)  # the failure is found in the region; the answer still travels back
             self.counters.count_response(region, len(response.body or b""))
             response.headers.update(extra)
+            self._record(request, started, city, region, response.status, rtt_ms, None)
             return response
 
         await carry(rtt_ms / 2)  # the response travels back
@@ -291,7 +308,23 @@ class Balancer:
         if request.method == hdrs.METH_HEAD and hdrs.CONTENT_LENGTH in up_headers:
             # A HEAD answer has no body but announces the length a GET would get; keep the app's figure.
             response.headers[hdrs.CONTENT_LENGTH] = up_headers[hdrs.CONTENT_LENGTH]
+        self._record(request, started, city, region, upstream.status, rtt_ms, up_headers)
         return response
+
+    def _record(
+        self,
+        request: web.Request,
+        started: float,
+        city: str,
+        region: str | None,
+        status: int,
+        rtt_ms: float,
+        headers: CIMultiDict[str] | None,
+    ) -> None:
+        """For the lab console: one append to a bounded deque (movr.lab.console.recorder), nothing more."""
+        if self.recorder is not None:
+            latency_ms = (time.perf_counter() - started) * 1000
+            self.recorder.record(request.method, request.path, city, region, status, latency_ms, rtt_ms, headers)
 
     def _request_failed(self, app: _App, err: BaseException) -> None:
         if app.healthy:
@@ -416,9 +449,10 @@ def _error(request: web.Request, status: int, message: str) -> web.Response:
 BALANCER_KEY = web.AppKey("balancer", Balancer)
 
 
-def build_app(config: Mapping[str, Any], token: str) -> web.Application:
+def build_app(config: Mapping[str, Any], token: str, run_dir: Path | None = None) -> web.Application:
     """The balancer as an aiohttp application (not yet listening), its control API behind `token`; raises
-    BalancerConfigError on a bad config."""
+    BalancerConfigError on a bad config. With the `run_dir` of its lab it also serves the lab console under
+    /lab/ (movr.lab.console), and records the requests it forwards for it."""
     balancer = Balancer(parse_config(config))
     # Request bodies pass through as the client sent them, compressed or not.
     app = web.Application(client_max_size=_MAX_BODY_BYTES, handler_args={"auto_decompress": False})
@@ -428,6 +462,11 @@ def build_app(config: Mapping[str, Any], token: str) -> web.Application:
     app.router.add_get(CONTROL_PREFIX + "status", guarded(balancer.status))
     app.router.add_post(CONTROL_PREFIX + "regions/{region}", guarded(balancer.set_region))
     app.router.add_post(CONTROL_PREFIX + "reset", guarded(balancer.reset))
+    if run_dir is not None:
+        from movr.lab.console import mount  # the console's modules load only in a lab's balancer
+
+        balancer.recorder = RequestRecorder()
+        mount(app, run_dir, token, balancer)  # before the catch-all: /lab/ is never forwarded
     app.router.add_route("*", "/{path:[\\s\\S]*}", balancer.forward)  # any path, encoded newlines too
     return app
 
@@ -462,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app = build_app(load_config(args.config), control.token_from_env())
+        run_dir = os.environ.get(RUN_DIR_MARKER)  # set by the lab that started this process
+        app = build_app(load_config(args.config), control.token_from_env(), Path(run_dir) if run_dir else None)
     except (BalancerConfigError, OSError, ValueError, control.ControlTokenError) as err:
         print(f"balancer: {err}", file=sys.stderr)
         return 2

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
-import psycopg
 from rich.console import Console
 from rich.table import Table
 
 from movr.cli_support import CliError, cli_errors, default_run_dir
+from movr.lab.console.placement import TABLES as PLACEMENT_TABLES
+from movr.lab.console.placement import rows_per_server
 from movr.lab.domicile import audit
 from movr.lab.faults import FaultError, fail_region, fail_server, heal, partition
 from movr.lab.layout import TOPOLOGIES
@@ -94,6 +95,7 @@ def up_command(
         f"[bold green]MovR lab up[/]: {topology} on {state.preset.name} (delays x{scale:g}{goal}) — "
         f"open [bold]{state.balancer_url}[/]"
     )
+    console.print(f"lab console: [bold]{state.balancer_url}/lab/[/] (docs/lab.md, Console)")
     if no_serve:
         console.print("stop it with: movr lab down")
         return
@@ -202,11 +204,9 @@ def placement_command(run_dir: Path) -> None:
     state = running_lab(run_dir)
     table = Table(title=f"rows per table on each server ({state.topology})")
     table.add_column("server")
-    tables = ("users", "vehicles", "rides", "promo_codes", "username_directory")
-    for name in tables:
+    for name in PLACEMENT_TABLES:
         table.add_column(name, justify="right")
-    for region, server in state.plan.servers.items():
-        with psycopg.connect(state.server_dsn(region)) as conn:
-            counts = [str(conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]) for name in tables]
-        table.add_row(f"{server.name} ({region})", *counts)
+    for row in rows_per_server(state):  # the console's placement view reads the same
+        counts = [str(row["rows"][name]) if row["rows"] else "-" for name in PLACEMENT_TABLES]
+        table.add_row(f"{row['server']} ({row['group']})", *counts)
     console.print(table)

@@ -243,20 +243,20 @@ def choose_promotion(
     eligible = [name for name, probe in reachable.items() if probe.lsn >= safe]
     if not eligible:  # cannot happen: the most advanced synchronous member is eligible by definition
         return Decision(None, "no standby has every acknowledged commit", safe)
-    servers = layout.servers
-
-    def preference(name: str) -> tuple[int, float, str]:
-        region = servers[name].region
-        return (0 if region == group else 1, preset.rtt_ms(group, region), name)
-
-    chosen = min(eligible, key=preference)
+    chosen = min(eligible, key=lambda name: promotion_preference(layout, preset, group, name))
     lsn = reachable[chosen].lsn
     return Decision(
         chosen,
-        f"{chosen} ({servers[chosen].region}) has every acknowledged commit: received {format_lsn(lsn)}, "
+        f"{chosen} ({layout.servers[chosen].region}) has every acknowledged commit: received {format_lsn(lsn)}, "
         f"synchronous standbys reached {format_lsn(safe)}",
         safe,
     )
+
+
+def promotion_preference(layout: SurvivalLayout, preset: Preset, group: str, name: str) -> tuple[int, float, str]:
+    """Among standbys that hold every acknowledged commit: the home region first, then the nearest to home."""
+    region = layout.servers[name].region
+    return (0 if region == group else 1, preset.rtt_ms(group, region), name)
 
 
 def parse_lsn(text: str | None) -> int:
@@ -268,6 +268,52 @@ def parse_lsn(text: str | None) -> int:
 
 def format_lsn(value: int) -> str:
     return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+# --- what a goal promises ----------------------------------------------------------------------------------
+# One statement of the promises, for the failover drill's verdict (movr.bench.failover) and the console's
+# predictions (movr.lab.console): what the goals say must happen when servers are lost.
+
+
+@dataclass(frozen=True)
+class Promise:
+    """What the survival goals promise when some servers are lost.
+
+    `fail_over`: groups whose primary is lost and whose goal survives that: a standby takes over, writes
+    resume, nothing acknowledged is lost. `unavailable`: groups whose goal does not survive the fault (zone
+    survival, its region lost): they wait for the heal, by design - the article's trade.
+    """
+
+    fail_over: list[str]
+    unavailable: list[str]
+
+
+def lost_servers(layout: SurvivalLayout, preset: Preset, kill: str) -> set[str]:
+    """The servers a kill takes: every server running in a killed region, or the one server named."""
+    if kill in preset.regions:
+        return {name for name, server in layout.servers.items() if server.region == kill}
+    return {kill}
+
+
+def promise(layout: SurvivalLayout, primaries: Mapping[str, str], lost: set[str], region_fault: bool) -> Promise:
+    """What the goals promise when `lost` (a region's servers, or one server) go; `primaries`: each group's now."""
+    fail_over: list[str] = []
+    unavailable: list[str] = []
+    for group, info in layout.groups.items():
+        if primaries.get(group, info.primary) not in lost:
+            continue
+        if region_fault and info.goal != "region":
+            unavailable.append(group)
+        else:
+            fail_over.append(group)
+    return Promise(fail_over, unavailable)
+
+
+def likely_successor(layout: SurvivalLayout, preset: Preset, group: str, lost: set[str]) -> str | None:
+    """The standby the controller is expected to promote for `group` when `lost` go: its preference among the
+    members left (which one it really promotes also depends on the WAL each holds: `choose_promotion`)."""
+    left = [m for m in layout.groups[group].members if m not in lost]
+    return min(left, key=lambda name: promotion_preference(layout, preset, group, name)) if left else None
 
 
 # --- reading a lab's layout --------------------------------------------------------------------------------
