@@ -71,7 +71,7 @@ def test_the_report_opens_with_what_the_results_say(run_bench: Path) -> None:
     opening = page[findings:first]
     for name in ("journey", "failover"):
         data = json.loads((run_bench / f"{name}.json").read_text())
-        for line in registry().get(name).headline(data):  # type: ignore[union-attr]
+        for line in registry().experiments[name].headline(data):
             assert line.replace("'", "&#x27;") in opening, line
         for check in data["checks"]:
             assert check["name"].replace("'", "&#x27;") in opening

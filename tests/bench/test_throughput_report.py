@@ -202,7 +202,7 @@ def test_report_opens_in_chromium_with_every_plot(quick_throughput: dict, bench_
     for kind in kinds:
         assert re.search(rf"<h2 id='{kind}-\d+'>{kind}</h2>", page_html), kind
     for claim in CLAIMS:
-        assert html.escape(claim["claim"]) in page_html
+        assert html.escape(claim[0]) in page_html
     assert "÷ floor" in page_html and "could not" not in page_html
     # One file: nothing fetched from anywhere (no external URL, no script).
     assert not re.search(r"""(src|href)=['"]?(https?:)?//|@import|url\(|<script""", page_html)

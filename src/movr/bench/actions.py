@@ -1,10 +1,8 @@
-"""`movr bench actions`: each action's statement count and latency on one local server, the foundation's
-report card.
+"""`movr bench actions`: each action's statement count (law 2) and latency on one local server, no distance.
 
-It starts one embedded PostgreSQL (or uses `--database-url`), loads the sample data, runs the journey's
-actions for fresh users many times, and reports per action the statements it sent (counted by the store,
-law 2) and its median / p95 latency on this machine with no distance. Every action is one statement, one
-round trip (README, "The actions and what they cost"): the check says whether that still holds.
+One embedded PostgreSQL (or `--database-url`) with the sample data; the journey's actions for fresh users,
+many times. Every action is one statement, one round trip (README, "The actions and what they cost"): the
+check says whether that still holds.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +32,8 @@ PRESET = "gcp-3"
 HASHING = "authenticate"  # verifies a real argon2 hash: CPU work, not SQL
 
 
-@dataclass
-class ActionFigures:
-    action: str
-    statements: int
-    samples_ms: list[float]
-
-    @property
-    def median_ms(self) -> float:
-        return statistics.median(self.samples_ms)
-
-    @property
-    def p95_ms(self) -> float:
-        ordered = sorted(self.samples_ms)
-        return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
-
-
-def measure_actions(store: Backend, iterations: int = 50, progress: Progress | None = None) -> list[ActionFigures]:
+def measure_actions(store: Backend, iterations: int, progress: Progress) -> list[dict[str, Any]]:
+    """Per action: the most statements it sent, its median and p95 latency, and every sample."""
     samples: dict[str, list[float]] = defaultdict(list)
     counts: dict[str, set[int]] = defaultdict(set)
     city = store.preset.regions[store.region].cities[0]
@@ -66,18 +48,26 @@ def measure_actions(store: Backend, iterations: int = 50, progress: Progress | N
         counts[name].add(measured.statements)
         return result
 
-    task = progress.add_task("actions", total=iterations) if progress else None
+    task = progress.add_task("actions", total=iterations)
     run_id = uuid.uuid4().hex[:6]
     for number in range(iterations):
         _one_journey(store, city, f"bench{run_id}{number}", password_hash, timed)
-        if progress and task is not None:
-            progress.advance(task)
+        progress.advance(task)
     # Authentication verifies a real argon2 hash: measured separately, fewer times.
     user = actions.register(store, city=city, username=f"auth{run_id}", password=PASSWORD)
     for _ in range(max(3, iterations // 10)):
         timed(HASHING, lambda: actions.authenticate(store, username=user.username, password=PASSWORD))
     actions.remove_user(store, city=city, user_id=user.id, username=user.username)
-    return [ActionFigures(name, max(counts[name]), values) for name, values in samples.items()]
+    return [
+        {
+            "action": name,
+            "statements": max(counts[name]),
+            "median_ms": statistics.median(values),
+            "p95_ms": sorted(values)[min(len(values) - 1, int(0.95 * len(values)))],
+            "samples_ms": values,
+        }
+        for name, values in samples.items()
+    ]
 
 
 def _one_journey(store: Backend, city: str, username: str, password_hash: str, timed: Callable) -> None:
@@ -102,10 +92,6 @@ def _one_journey(store: Backend, city: str, username: str, password_hash: str, t
     timed("list_rides", lambda: actions.list_rides(store, city=city, rider_id=user.id))
     timed("remove_vehicle", lambda: actions.remove_vehicle(store, city=city, vehicle_id=vehicle.id, owner_id=user.id))
     timed("remove_user", lambda: actions.remove_user(store, city=city, user_id=user.id, username=user.username))
-
-
-# --------------------------------------------------------------------------------------------------------
-# The experiment
 
 
 def run(run_dir: Path, *, iterations: int, database_url: str | None) -> dict[str, Any]:
@@ -141,16 +127,7 @@ def run(run_dir: Path, *, iterations: int, database_url: str | None) -> dict[str
         "scale": None,  # one server, no links: no delay to scale
         "iterations": iterations,
         "server": "embedded" if embedded else "given by --database-url",
-        "actions": [
-            {
-                "action": f.action,
-                "statements": f.statements,
-                "median_ms": f.median_ms,
-                "p95_ms": f.p95_ms,
-                "samples_ms": f.samples_ms,
-            }
-            for f in measured
-        ],
+        "actions": measured,
     }
 
 

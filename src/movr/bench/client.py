@@ -33,10 +33,6 @@ PASSWORD = "journey-password-1"
 _CLOSED_WHILE_IDLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
-# --------------------------------------------------------------------------------------------------------
-# The API's requests
-
-
 @dataclass(frozen=True)
 class Request:
     method: str
@@ -91,10 +87,6 @@ def caller_headers(city: str, token: str = "") -> dict[str, str]:
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return headers
-
-
-# --------------------------------------------------------------------------------------------------------
-# Answers
 
 
 @dataclass(frozen=True)
@@ -165,10 +157,6 @@ class Reply:
         return self
 
 
-# --------------------------------------------------------------------------------------------------------
-# The journey: eight steps, one definition
-
-
 @dataclass
 class Journey:
     """One user's way through the tutorial's eight steps (`STEPS`, in order: a step needs what the ones
@@ -215,10 +203,6 @@ _STEP_REQUESTS: dict[str, Callable[[Journey], Request]] = {
     "log out": lambda j: log_out(),
 }
 STEPS: tuple[str, ...] = tuple(_STEP_REQUESTS)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Transports
 
 
 class Client:

@@ -1,19 +1,10 @@
 """One shape for every experiment: options -> run -> result, and one runner that does the rest.
 
-An `Experiment` says what is particular to it: its name and help, its own command-line options, how to
-run it, and how to show its result (terminal tables, PNG figures, an HTML section for `movr bench report`,
-checks of the claims it tests, and the headline it contributes to the report's opening). Everything else
-is the same for every experiment and lives here, once:
-
-- the result's envelope (law 7): the experiment's name, preset, delay scale, versions, machine, start time;
-- where the result goes: `<run-dir>/<name>.json` by default (`--json` to choose), each figure beside it as
-  `<stem>.png` or `<stem>-<figure>.png`, so `movr bench report` finds every result where the runner put it;
-- the terminal: the experiment's tables, then its checks, then where the files are;
-- exit codes: 0 when the run is done and every check holds, 1 when a check the experiment says must hold
-  does not, 2 with one line when the input is bad or the run is impossible (`ExperimentError`).
-
-`movr bench <name>` is built from the registry (movr.bench.registry) by `command_for`, and `movr bench
-report` reads the same registry, so a new experiment is one module and one line there.
+An `Experiment` says what is particular to it (options, run, tables, figures, report section, checks,
+headline). The runner does the rest, once: the result's envelope (law 7: preset, scale, versions, machine,
+start time); `<run-dir>/<name>.json` by default with each figure beside it, where `movr bench report` looks;
+tables, checks, then where the files are; exit 0, 1 when a check that must hold does not, 2 with one line
+on bad input (`ExperimentError`). Also here: the option parsing every experiment shares.
 """
 
 from __future__ import annotations
@@ -23,7 +14,7 @@ import json
 import os
 import platform
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +23,7 @@ import click
 from movr import __version__
 from movr.bench.output import console
 from movr.cli_support import CliError
+from movr.geo import Preset, PresetError, load_preset
 
 Result = Mapping[str, Any]
 OptionDecorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -49,9 +41,6 @@ class Check:
     holds: bool | None
     detail: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "holds": self.holds, "detail": self.detail}
-
 
 @dataclass(frozen=True)
 class Figure:
@@ -66,15 +55,7 @@ class Figure:
         return json_path.with_name(name)
 
 
-def _no_figures(_result: Result) -> list[Figure]:
-    return []
-
-
-def _no_checks(_result: Result) -> list[Check]:
-    return []
-
-
-def _no_headline(_result: Result) -> list[str]:
+def _nothing(_result: Result) -> list[Any]:
     return []
 
 
@@ -95,18 +76,18 @@ class Experiment:
     tables: Callable[[Result], None]
     report: Callable[[Result], list[str]]
     options: Sequence[OptionDecorator] = ()
-    figures: Callable[[Result], list[Figure]] = _no_figures
-    checks: Callable[[Result], list[Check]] = _no_checks
-    headline: Callable[[Result], list[str]] = _no_headline
+    figures: Callable[[Result], list[Figure]] = _nothing
+    checks: Callable[[Result], list[Check]] = _nothing
+    headline: Callable[[Result], list[str]] = _nothing
     must_hold: bool = False
     run_dir_help: str = "Where the experiment's labs, logs and results go."
 
 
-def versions(**extra: str) -> dict[str, str]:
-    """The versions a result was made with (law 7); `extra` adds what only the experiment knows."""
+def versions() -> dict[str, str]:
+    """The versions a result was made with (law 7); an experiment's result adds its own (PostgreSQL's)."""
     import psycopg  # a heavy import, only for a run that writes a result
 
-    return {"movr": __version__, "python": platform.python_version(), "psycopg": psycopg.__version__, **extra}
+    return {"movr": __version__, "python": platform.python_version(), "psycopg": psycopg.__version__}
 
 
 def machine() -> dict[str, Any]:
@@ -120,13 +101,12 @@ def machine() -> dict[str, Any]:
     }
 
 
-def envelope(experiment: Experiment, started_at: dt.datetime) -> dict[str, Any]:
-    return {
-        "benchmark": experiment.name,
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "versions": versions(),
-        "machine": machine(),
-    }
+def postgresql_version(dsn: str) -> str:
+    import psycopg  # a heavy import, only for a run that writes a result
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "unknown"
 
 
 def write_json(path: Path, result: Result) -> None:
@@ -141,12 +121,11 @@ def execute(experiment: Experiment, run_dir: Path, json_path: Path | None, optio
         body = experiment.run(run_dir, **options)
     except ExperimentError as error:
         raise CliError(str(error)) from None
-    result = envelope(experiment, started_at)
+    result = {"benchmark": experiment.name, "started_at": started_at.isoformat(timespec="seconds")}
     # The experiment's own versions and machine facts (e.g. PostgreSQL's, the idle probe) add to the envelope's.
-    for key in ("versions", "machine"):
-        result[key] = {**result[key], **body.pop(key, {})}
+    result |= {"versions": versions() | body.pop("versions", {}), "machine": machine() | body.pop("machine", {})}
     result.update(body)
-    result["checks"] = [check.as_dict() for check in experiment.checks(result)]
+    result["checks"] = [asdict(check) for check in experiment.checks(result)]
     json_path = json_path or run_dir / f"{experiment.name}.json"
     write_json(json_path, result)
     written = [json_path]
@@ -185,7 +164,10 @@ def command_for(experiment: Experiment) -> click.Command:
         [
             *experiment.options,
             click.option(
-                "--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), help=_json_help(experiment)
+                "--json",
+                "json_path",
+                type=click.Path(path_type=Path, dir_okay=False),
+                help=f"Write the result here [<run-dir>/{experiment.name}.json]; figures go beside it.",
             ),
             click.option(
                 "--run-dir",
@@ -199,23 +181,36 @@ def command_for(experiment: Experiment) -> click.Command:
     return click.command(experiment.name, help=experiment.summary)(command)
 
 
-def _json_help(experiment: Experiment) -> str:
-    return f"Write the result here [<run-dir>/{experiment.name}.json]; figures go beside it."
+def preset_option(source: str) -> Preset:
+    try:
+        return load_preset(source)
+    except PresetError as error:
+        raise ExperimentError(str(error)) from None
 
 
-@dataclass
-class Registry:
-    """The experiments by name, in the order the report shows them."""
+def split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
-    experiments: dict[str, Experiment] = field(default_factory=dict)
 
-    def add(self, experiment: Experiment) -> None:
-        if experiment.name in self.experiments:
-            raise ValueError(f"two experiments named {experiment.name!r}")
-        self.experiments[experiment.name] = experiment
+def choices(text: str, option: str, known: Sequence[str]) -> tuple[str, ...]:
+    """A comma-separated choice among `known`, at least one, none twice."""
+    values = tuple(split(text))
+    bad = [v for v in values if v not in known]
+    if bad or not values:
+        raise ExperimentError(f"{option}: unknown {', '.join(bad) or '(none)'}; choose from {', '.join(known)}")
+    if len(set(values)) != len(values):
+        raise ExperimentError(f"{option} repeats a value: {text!r}")
+    return values
 
-    def get(self, name: str) -> Experiment | None:
-        return self.experiments.get(name)
 
-    def names(self) -> list[str]:
-        return list(self.experiments)
+def numbers(text: str, option: str, kind: type[int] | type[float], low: float, high: float) -> tuple[Any, ...]:
+    """Comma-separated numbers between `low` and `high`, at least one, none twice."""
+    try:
+        values = tuple(kind(part) for part in split(text))
+    except ValueError:
+        raise ExperimentError(f"{option} takes comma-separated numbers, not {text!r}") from None
+    if not values or any(not low <= v <= high for v in values):
+        raise ExperimentError(f"{option} values must be between {low:g} and {high:g}: {text!r}")
+    if len(set(values)) != len(values):
+        raise ExperimentError(f"{option} repeats a value: {text!r}")
+    return values

@@ -1,14 +1,10 @@
 """The multiprocess client framework of the data-homing benchmarks: closed-loop clients, one process per region.
 
-A `ClientFleet` starts one process per client region (multiprocessing, spawn), each building a
-`BenchClient` subclass named by ``module:Class`` with a pool to every region's server through the lab's
-links. For each run the parent hands every client its task; the clients start together (a start barrier,
-so every client's measured window is the same wall-clock interval), run a warm-up and the measured window
-in a closed loop, and send back their `Recorder`'s payload: encoded HdrHistograms of latency and of floor
-per key (movr.bench.histograms), counts, and a per-second timeline.
-
-Distance lives only in the links (law 1): nothing here waits to stand in for it. The only waits are the
-start barrier and polling.
+A `ClientFleet` starts one process per client region (spawn), each a `BenchClient` subclass named by
+``module:Class`` with a pool to every region's server through the lab's links. Per run the clients start
+together (a start barrier: one measured window for all), run a warm-up and the window in a closed loop, and
+send back their `Recorder`'s payload (movr.bench.histograms). Distance lives only in the links (law 1): the
+only waits here are the start barrier and polling.
 """
 
 from __future__ import annotations
@@ -26,35 +22,24 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from hdrh.histogram import HdrHistogram
 
-from movr.bench.floors import Network
 from movr.bench.histograms import HIST_LOWEST_US, encode_histogram, new_histogram
+from movr.floors import Network
 from movr.geo import load_preset
 from movr.store.backend import ServerPool
 from movr.store.work import Rows, Statement
+
+if TYPE_CHECKING:
+    from movr.lab.supervisor import ServerLab
 
 # Per-server pool of each client: enough spare connections that a search whose loser is still in flight
 # (first hit wins, the farther region answers later) never makes the next operation open a connection
 # across the WAN inside the measured window.
 POOL_MIN = 4
 POOL_MAX = 8
-
-
-class Lab(Protocol):
-    """What a fleet needs of the lab it runs on (movr.lab.supervisor.ServerLab)."""
-
-    preset_source: str
-    scale: float
-    regions: list[str]
-
-    def client_dsn(self, client_region: str, server_region: str) -> str: ...
-
-
-# --------------------------------------------------------------------------------------------------------
-# Recording one client's operations
 
 
 @dataclass
@@ -78,7 +63,6 @@ class Recorder:
 
     def __init__(self, measure_from_ns: int, end_ns: int, tail_s: float) -> None:
         self.measure_from_ns = measure_from_ns
-        self.end_ns = end_ns
         self.tail_from_ns = end_ns - int(tail_s * 1e9)
         self.latency: dict[str, HdrHistogram] = defaultdict(new_histogram)
         self.floor: dict[str, HdrHistogram] = defaultdict(new_histogram)
@@ -140,14 +124,6 @@ class Recorder:
         }
 
 
-# --------------------------------------------------------------------------------------------------------
-# The client process
-
-
-class Report(Protocol):
-    def __call__(self, ops_total: int, ops_measured: int) -> None: ...
-
-
 class BenchClient:
     """One region's client: pools to every region's server through its links, and a closed loop.
 
@@ -171,8 +147,6 @@ class BenchClient:
         self.executor = ThreadPoolExecutor(max_workers=4 * max(1, len(self.pools)), thread_name_prefix="bench")
         self._in_flight: set[Future] = set()
         self._lock = threading.Lock()
-
-    # --- what subclasses build on ---------------------------------------------------------------------
 
     def prepare(self, task: Mapping[str, Any]) -> None:
         raise NotImplementedError
@@ -216,12 +190,10 @@ class BenchClient:
             pending = list(self._in_flight)
         wait(pending, timeout=60)
 
-    # --- the closed loop ----------------------------------------------------------------------------------
-
-    def run(self, measure_from: float, end_at: float, tail_s: float, report: Report) -> dict[str, Any]:
-        measure_from_ns = int(measure_from * 1e9)
-        end_ns = int(end_at * 1e9)
-        recorder = Recorder(measure_from_ns, end_ns, tail_s)
+    def run(self, window: Mapping[str, float], report: Callable[[int, int], None]) -> dict[str, Any]:
+        """The closed loop, warm-up and measured window (`measure_from`, `end_at`: monotonic seconds)."""
+        end_ns = int(window["end_at"] * 1e9)
+        recorder = Recorder(int(window["measure_from"] * 1e9), end_ns, window["tail_s"])
         clock = time.monotonic_ns  # CLOCK_MONOTONIC: the same clock in every process of the machine
         next_report = 0
         while True:
@@ -280,12 +252,7 @@ def worker_main(conn: multiprocessing.connection.Connection, factory: str, init:
                 gc.collect()
                 gc.freeze()
                 try:
-                    result = client.run(
-                        window["measure_from"],
-                        window["end_at"],
-                        window["tail_s"],
-                        lambda total, measured: conn.send(("progress", total, measured)),
-                    )
+                    result = client.run(window, lambda total, measured: conn.send(("progress", total, measured)))
                 finally:
                     gc.unfreeze()
                 conn.send(("result", result))
@@ -313,12 +280,12 @@ class _Worker:
 class ClientFleet:
     """One client process per region (multiprocessing, spawn: safe beside the link thread, if any)."""
 
-    def __init__(self, lab: Lab, regions: list[str], factory: str, timeout: float = 120.0) -> None:
+    def __init__(self, lab: ServerLab, factory: str) -> None:
         context = multiprocessing.get_context("spawn")
         self.workers: dict[str, _Worker] = {}
         self._busy = False  # a run is under way: the clients would not read "stop" until it ends
         try:
-            for region in regions:
+            for region in lab.regions:
                 parent_end, child_end = context.Pipe()
                 init = {
                     "region": region,
@@ -335,7 +302,7 @@ class ClientFleet:
                 process.start()
                 child_end.close()
                 self.workers[region] = _Worker(region, process, parent_end)
-            self._expect(list(self.workers.values()), "ready", timeout)
+            self._expect(list(self.workers.values()), "ready", 120.0)
         except BaseException:
             self.close()
             raise
@@ -366,7 +333,7 @@ class ClientFleet:
         warmup: float,
         duration: float,
         tail_s: float,
-        on_progress: Callable[[float, int], None] | None = None,
+        on_progress: Callable[[float, int], None],
     ) -> dict[str, dict[str, Any]]:
         """Run one task per named region at once: warm-up, then the measured window; the results by region."""
         workers = [self.workers[region] for region in tasks]
@@ -398,9 +365,8 @@ class ClientFleet:
                     measured[worker.region] = message[2]
                 elif message[0] == "result":
                     results[worker.region] = message[1]
-            if on_progress is not None:
-                elapsed = min(time.monotonic() - start_at, warmup + duration)
-                on_progress(max(0.0, elapsed), sum(measured.values()))
+            elapsed = min(time.monotonic() - start_at, warmup + duration)
+            on_progress(max(0.0, elapsed), sum(measured.values()))
         self._busy = False
         return results
 
@@ -421,9 +387,3 @@ class ClientFleet:
                 worker.process.kill()
                 worker.process.join(5)
             worker.conn.close()
-
-    def __enter__(self) -> ClientFleet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

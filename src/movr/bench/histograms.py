@@ -1,12 +1,9 @@
 """Latency histograms: how every benchmark records, ships and summarises what its clients measured.
 
-HdrHistograms in microseconds, 3 significant digits, from 1 µs to an hour. A client records into its
-own histograms and sends them back encoded (HdrHistogram's compressed base64 form, readable by every
-HdrHistogram implementation); the parent adds them up, turns them into p50 / p95 / p99 / max, and keeps
-the encoded histogram in the result JSON beside its percentiles, so a reader can recompute any figure.
-
-A client's *payload* (movr.bench.fleet.Recorder.result) holds one histogram of latency and one of floor
-per key ("read", "read|remote", ...); `figures` and `merged_figures` read those.
+HdrHistograms in µs, 3 significant digits, 1 µs to an hour. Clients send theirs encoded (HdrHistogram's
+compressed base64, readable by every implementation); the result JSON keeps the encoded histogram beside
+its percentiles, so a reader can recompute any figure. A client's *payload* (movr.bench.fleet.Recorder)
+holds a histogram of latency and one of floor per key ("read", "read|remote", ...).
 """
 
 from __future__ import annotations
@@ -66,12 +63,7 @@ def floor_figures(histogram: HdrHistogram) -> dict[str, Any]:
 
 def figures(payload: Mapping[str, Any], key: str) -> dict[str, Any]:
     """Latency percentiles of one key of a client's payload, its floor percentiles, and the raw histogram."""
-    encoded = payload["histograms"].get(key)
-    floors = payload["floors"].get(key)
-    result = summarize(decode_histogram(encoded) if encoded else new_histogram())
-    result["floor"] = floor_figures(decode_histogram(floors) if floors else new_histogram())
-    result["histogram"] = encoded or encode_histogram(new_histogram())
-    return result
+    return merged_figures([payload], key)
 
 
 def merged_figures(payloads: Sequence[Mapping[str, Any]], key: str) -> dict[str, Any]:

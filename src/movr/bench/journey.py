@@ -1,15 +1,10 @@
 """`movr bench journey`: the tutorial's eight steps from client cities, per topology, against the floor.
 
-For every step it records what the client saw (latency), what the app reported (statements, SQL time,
-the region that served, local CPU work such as password hashing), and what the links counted (WAN
-round trips of the app's database traffic). Each step is set beside its physical floor (law 3), as
-movr.bench.floors defines it for a journey step: the client's round trip to the serving region, the WAN
-round trips the topology cannot avoid, one intra-region round trip per local statement, a survival goal's
-commit wait, and the step's password hashing.
-
-The steps themselves (what each sends, what it keeps) are movr.bench.client's `Journey`; `run_journey`
-walks them against a running lab, and `movr demo` and the lab tests use it as it is. How the result is
-shown (tables, chart, report section, checks) is movr.bench.journey_views.
+Per step: what the client saw (latency), what the app reported (statements, SQL time, serving region,
+password hashing), what the links counted (WAN round trips of the app's database traffic), and the step's
+physical floor (law 3, movr.floors). The steps are movr.bench.client's `Journey`; `run_journey` walks them
+against a running lab (`movr demo`, the lab console and the lab tests use it as it is); how a result is
+shown is movr.bench.journey_views.
 """
 
 from __future__ import annotations
@@ -24,11 +19,11 @@ from typing import Any
 import click
 from rich.progress import Progress
 
-from movr.bench import floors
+from movr import floors
 from movr.bench.client import STEPS, ApiError, Client, Journey
-from movr.bench.experiment import Experiment, ExperimentError, console
+from movr.bench.experiment import Experiment, ExperimentError, choices, console, preset_option, split
 from movr.bench.journey_views import checks, figures, headline, print_tables, report
-from movr.geo import Preset, PresetError, load_preset
+from movr.geo import Preset
 from movr.lab.layout import TOPOLOGIES
 from movr.lab.state import LabState
 from movr.lab.survival import layout_of
@@ -182,18 +177,19 @@ def summarize(runs: list[JourneyRun]) -> list[dict[str, Any]]:
 
 
 def ratios(rows: list[dict[str, Any]], city: str) -> dict[str, float | None]:
-    """Average SQL latency of a city's steps whose data is homed there (all but sign-up), per topology,
-    and the ratios against `multi`."""
+    """Average SQL and client-observed latency of a city's steps whose data is homed there (all but
+    sign-up), per topology, and the SQL latency's ratios against `multi`."""
 
-    def avg_sql(topology: str) -> float | None:
+    def avg(topology: str, figure: str) -> float | None:
         values = [
-            r["sql_ms"]
+            r[figure]
             for r in rows
             if r["topology"] == topology and r["city"] == city and r["step"] != "sign up" and r["statements"] > 0
         ]
         return statistics.mean(values) if values else None
 
-    result: dict[str, float | None] = {f"{t}_avg_sql_ms": avg_sql(t) for t in TOPOLOGIES}
+    result: dict[str, float | None] = {f"{t}_avg_sql_ms": avg(t, "sql_ms") for t in TOPOLOGIES}
+    result |= {f"{t}_avg_client_ms": avg(t, "client_ms") for t in TOPOLOGIES}
     multi = result["multi_avg_sql_ms"]
     for topology in ("single", "hybrid"):
         value = result[f"{topology}_avg_sql_ms"]
@@ -238,27 +234,13 @@ def machine_idle_cost(dsn: str, samples: int = 100) -> dict[str, float]:
     return {"gap_ms": IDLE_GAP_S * 1000, **{f"{k}_ms": statistics.median(v) for k, v in figures_.items()}}
 
 
-# --------------------------------------------------------------------------------------------------------
-# The experiment
-
-
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def _labels(preset: Preset, cities: list[str], topologies_text: str, survival_text: str) -> list[str]:
     """The topologies to run: plain ones, then `multi+<goal>` for each survival goal (movr.lab.survival)."""
     unknown = [c for c in cities if not preset.is_city(c)]
     if unknown:
         raise ExperimentError(f"not cities of preset {preset.name}: {', '.join(unknown)}")
-    topologies = _split(topologies_text)
-    bad = [t for t in topologies if t not in TOPOLOGIES]
-    if bad or not topologies:
-        raise ExperimentError(f"unknown topology {', '.join(bad) or '(none)'}: choose from {', '.join(TOPOLOGIES)}")
-    goals = _split(survival_text)
-    if [g for g in goals if g not in ("zone", "region")]:
-        raise ExperimentError(f"unknown survival goal in {survival_text!r}: choose from zone, region")
-    return topologies + [f"multi+{goal}" for goal in goals]
+    goals = choices(survival_text, "--survival", ("zone", "region")) if split(survival_text) else ()
+    return [*choices(topologies_text, "--topologies", TOPOLOGIES), *(f"multi+{goal}" for goal in goals)]
 
 
 def run(
@@ -280,11 +262,8 @@ def run(
     from movr.lab.supervisor import SurvivalOptions, lab_down, lab_up
     from movr.store.sample import generate
 
-    try:
-        chosen = load_preset(preset)
-    except PresetError as error:
-        raise ExperimentError(str(error)) from None
-    cities = _split(cities_text)
+    chosen = preset_option(preset)
+    cities = split(cities_text)
     labels = _labels(chosen, cities, topologies_text, survival_text)
     runs: list[JourneyRun] = []
     idle_cost: dict[str, float] | None = None
@@ -324,7 +303,7 @@ def run(
         "machine": {"idle_cost": idle_cost},
         "rows": rows,
         "ratios": {city: ratios(rows, city) for city in cities},
-        "runs": [{**asdict(r), "steps": [asdict(s) for s in r.steps]} for r in runs],
+        "runs": [asdict(r) for r in runs],
     }
 
 

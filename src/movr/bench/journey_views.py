@@ -1,8 +1,7 @@
-"""How a `movr bench journey` result is shown: the terminal tables, the bar chart, the report's section,
-the checks of the tutorial's claims and the report's headline (movr.bench.journey makes the result).
+"""How a `movr bench journey` result is shown: terminal tables, chart, report section, checks, headline.
 
-Every function reads the result as the runner wrote it (JSON), so `movr bench report` can show a result
-from any earlier run, and `movr demo` prints the same tables from its own journeys.
+Every function reads the result as the runner wrote it (JSON): `movr bench report` shows any earlier run,
+and `movr demo` prints the same tables from its own journeys.
 """
 
 from __future__ import annotations
@@ -26,10 +25,6 @@ def find_row(rows: Sequence[Mapping[str, Any]], topology: str, city: str, step: 
     return next((r for r in rows if r["topology"] == topology and r["city"] == city and r["step"] == step), None)
 
 
-# --------------------------------------------------------------------------------------------------------
-# The terminal
-
-
 def print_tables(result: Result) -> None:
     rows = result["rows"]
     for city in result["cities"]:
@@ -38,15 +33,17 @@ def print_tables(result: Result) -> None:
         steps.add_column("step")
         for topology in result["topologies"]:
             steps.add_column(f"{topology}\nms (floor)", justify="right")
+            steps.add_column(f"{topology}\nSQL ms", justify="right")
             steps.add_column(f"{topology}\nstmts/WAN", justify="right")
         for step in STEPS:
             cells = [step]
             for topology in result["topologies"]:
                 row = find_row(rows, topology, city, step)
                 if row is None:
-                    cells += ["", ""]
+                    cells += ["", "", ""]
                     continue
                 cells.append(f"{row['client_ms']:.1f} ({row['floor_ms']:.1f})")
+                cells.append(f"{row['sql_ms']:.1f}")
                 cells.append(f"{row['statements']}/{row['wan_round_trips']}")
             steps.add_row(*cells)
         console.print(steps)
@@ -91,10 +88,6 @@ def excess_table(rows: Sequence[Mapping[str, Any]], city: str, topologies: Seque
     return excess
 
 
-# --------------------------------------------------------------------------------------------------------
-# The chart
-
-
 def plot_journey(result: Result, path: Path) -> None:
     """Client-observed latency per step, a bar per topology, the floor marked, one panel per city."""
     plt = pyplot()
@@ -125,10 +118,6 @@ def plot_journey(result: Result, path: Path) -> None:
 
 def figures(_result: Result) -> list[Figure]:
     return [Figure("client-observed latency per step (black marks: floor)", plot_journey)]
-
-
-# --------------------------------------------------------------------------------------------------------
-# The report, its headline and the checks
 
 
 def report(result: Result) -> list[str]:

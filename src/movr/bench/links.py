@@ -1,16 +1,12 @@
 """``movr bench links``: how faithfully does a link add the delay it is configured with?
 
-Every lab result rests on links adding exactly the configured delay, so this bench measures it the way the
-lab uses links: an echo server (its own process), a link server (its own process, the real
-``python -m movr.lab.links``) in front of it, and an open-loop client here that sends small messages at a
-fixed rate over a few connections, so several round trips are in flight at once. Open loop: a send time is
-fixed by the schedule, never by the previous reply, so a slow reply cannot hide the next one's delay.
-
-It reports the *added error*, measured RTT minus configured RTT, with microsecond resolution, and the
-loopback RTT without a link as the baseline that error cannot go below. A round trip runs from just before
-the client hands its message to the kernel to the kernel's receive timestamp of the reply on the client's
-socket, so the client's own wake-ups and pauses (progress bar, collector) are not charged to the link; the
-same figures up to the moment the client read the reply are reported too, as "app-level".
+Every lab result rests on that, so this measures it the way the lab uses links: an echo server and the
+real ``python -m movr.lab.links`` in front of it, each its own process (movr.bench.links_rig), and an
+open-loop client here sending small messages at a fixed rate over a few connections (a send time is fixed
+by the schedule, never by the previous reply, so a slow reply cannot hide the next one's delay). It reports
+the *added error*, measured minus configured RTT, in µs, beside the loopback RTT without a link. A round
+trip ends at the kernel's receive timestamp of the reply, so the client's own pauses are not charged to the
+link; up to the moment the client read the reply is reported too, as "app-level".
 """
 
 from __future__ import annotations
@@ -30,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from hdrh.histogram import HdrHistogram
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from movr.bench.experiment import Check, Experiment, ExperimentError, Result, console
+from movr.bench.histograms import new_histogram
 from movr.bench.links_rig import EchoProcess, LinkProcess
 from movr.bench.markup import esc, num, table
 from movr.lab.links import (
@@ -49,10 +45,6 @@ TARGET_P50_MS = 0.3
 TARGET_P99_MS = 2.0
 
 _MESSAGE = struct.Struct("!Q8x")  # sequence number, padded to 16 bytes: "small", like a short statement
-_HIST_MAX_US = 3_600_000_000  # an hour: far above any plausible round trip
-
-
-# --- the open-loop client ----------------------------------------------------------------------------------
 
 
 class _Connection:
@@ -199,29 +191,24 @@ def _client(
         loop.close()
 
 
-# --- figures -----------------------------------------------------------------------------------------------
-
-
 def _summary(values_us: list[int]) -> dict[str, Any]:
     """Percentiles with an HDR histogram at microsecond resolution (3 significant digits)."""
-    histogram = HdrHistogram(1, _HIST_MAX_US, 3)
-    below_zero = 0
-    for v in values_us:
-        if v < 0:
-            below_zero += 1
-        histogram.record_value(max(v, 0))  # a histogram holds no negatives; they are counted apart
     if not values_us:
         return {"count": 0}
+    histogram = new_histogram()
+    for v in values_us:
+        histogram.record_value(max(v, 0))  # a histogram holds no negatives; they are counted apart
+    at = histogram.get_value_at_percentile
     return {
         "count": len(values_us),
-        "p50_ms": histogram.get_value_at_percentile(50.0) / 1000.0,
-        "p90_ms": histogram.get_value_at_percentile(90.0) / 1000.0,
-        "p99_ms": histogram.get_value_at_percentile(99.0) / 1000.0,
-        "p999_ms": histogram.get_value_at_percentile(99.9) / 1000.0,
+        "p50_ms": at(50.0) / 1000.0,
+        "p90_ms": at(90.0) / 1000.0,
+        "p99_ms": at(99.0) / 1000.0,
+        "p999_ms": at(99.9) / 1000.0,
         "max_ms": max(values_us) / 1000.0,
         "min_ms": min(values_us) / 1000.0,
         "mean_ms": sum(values_us) / len(values_us) / 1000.0,
-        "below_zero": below_zero,
+        "below_zero": sum(v < 0 for v in values_us),
     }
 
 
@@ -256,15 +243,7 @@ def measure_link_fidelity(
         baseline_ns, baseline_app_ns, _ = _client(
             echo.port, rate, baseline_count, connections, timeout_s, progress("baseline", baseline_count)
         )
-        spec = LinkSpec(
-            name="bench",
-            listen_port=0,
-            target_port=echo.port,
-            one_way_ms=one_way_ms,
-            kind="wan",
-            src="client",
-            dst="echo",
-        )
+        spec = LinkSpec("bench", 0, echo.port, one_way_ms, kind="wan", src="client", dst="echo")
         link = LinkProcess(spec)
         try:
             cpu_before = link.cpu_seconds()
@@ -272,9 +251,7 @@ def measure_link_fidelity(
             rtt_ns, app_rtt_ns, achieved_rate = _client(
                 link.port, rate, count, connections, timeout_s, progress("link", count)
             )
-            elapsed = time.monotonic() - started
-            cpu_after = link.cpu_seconds()
-            link_cpu = (cpu_after - cpu_before) / elapsed
+            link_cpu = (link.cpu_seconds() - cpu_before) / (time.monotonic() - started)
             counters = link.counters(spec.name)
             precise_timer = link.precise_timer
         finally:
@@ -324,9 +301,6 @@ def measure_link_fidelity(
         "targets": {"p50_ms": TARGET_P50_MS, "p99_ms": TARGET_P99_MS},
         "pass": passed,
     }
-
-
-# --- the experiment ----------------------------------------------------------------------------------------
 
 
 def run(run_dir: Path, *, rtt_ms: float, rate: float, count: int, scale: float, connections: int) -> dict[str, Any]:

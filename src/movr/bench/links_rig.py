@@ -1,8 +1,5 @@
-"""The rig `movr bench links` measures a link on: an echo server, and the link under test in front of it.
-
-Each runs in its own process, as the lab runs its links: the echo server as a plain subprocess that prints
-its port when ready, the link as the real ``python -m movr.lab.links`` with one link. Neither shares the
-measuring client's process, so neither's pauses are charged to the other.
+"""The rig `movr bench links` measures a link on: an echo server and the real ``python -m movr.lab.links``
+in front of it, each in its own process as the lab runs links, so neither's pauses are charged to the other.
 """
 
 from __future__ import annotations
@@ -23,8 +20,6 @@ import psutil
 
 from movr.lab import control
 from movr.lab.links import LinkSpec, dump_specs, fetch_counters, new_event_loop
-
-# --- the echo server ---------------------------------------------------------------------------------------
 
 
 class _Echo(asyncio.Protocol):
@@ -94,9 +89,6 @@ def _stop_process(process: subprocess.Popen[str]) -> None:
     for stream in (process.stdin, process.stdout):
         if stream is not None:
             stream.close()
-
-
-# --- the link server process -------------------------------------------------------------------------------
 
 
 class LinkProcess:

@@ -1,8 +1,5 @@
-"""The cells and tables every experiment's report section is made of (HTML, escaped here).
-
-An experiment's `report` (movr.bench.experiment.Experiment) returns HTML built from these, so that every
-section of `movr bench report` reads alike: numbers right-aligned, measured beside floor, "÷ floor" the
-yardstick of law 3.
+"""The cells and tables every experiment's report section is made of (HTML, escaped here), so that every
+section of `movr bench report` reads alike: numbers right-aligned, measured beside floor, "÷ floor" (law 3).
 """
 
 from __future__ import annotations
@@ -40,10 +37,6 @@ def ratio(measured: float | None, floor: float | None) -> str:
     return f"{measured / floor:.2f}×"
 
 
-def pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1%}"
-
-
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, numeric_from: int = 1) -> str:
     """An HTML table; cells are already-escaped HTML. Columns from `numeric_from` on are right-aligned."""
     head = "".join(f"<th{' class=n' if i >= numeric_from else ''}>{esc(h)}</th>" for i, h in enumerate(headers))
@@ -61,7 +54,7 @@ def verdict(holds: bool | None) -> str:
 
 
 def checks_list(checks: Sequence[Mapping[str, Any]]) -> str:
-    """A result's checks (movr.bench.experiment.Check.as_dict), each with its verdict."""
+    """A result's checks (movr.bench.experiment.Check, as the JSON holds them), each with its verdict."""
     if not checks:
         return ""
     items = "".join(

@@ -7,8 +7,9 @@ An experiment module exposes one `EXPERIMENT` (movr.bench.experiment.Experiment)
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
-from movr.bench.experiment import Registry
+from movr.bench.experiment import Experiment
 
 # Imported by name when the registry is first asked for: `movr --help` need not import matplotlib and
 # every experiment's dependencies.
@@ -23,14 +24,19 @@ EXPERIMENT_MODULES: tuple[str, ...] = (
     "movr.bench.failover",
 )
 
+
+@dataclass(frozen=True)
+class Registry:
+    experiments: dict[str, Experiment]  # by name, in the report's order
+
+
 _registry: Registry | None = None
 
 
 def registry() -> Registry:
     global _registry
     if _registry is None:
-        built = Registry()
-        for module in EXPERIMENT_MODULES:
-            built.add(importlib.import_module(module).EXPERIMENT)
-        _registry = built
+        found = [importlib.import_module(module).EXPERIMENT for module in EXPERIMENT_MODULES]
+        _registry = Registry({experiment.name: experiment for experiment in found})
+        assert len(_registry.experiments) == len(found), "two experiments share a name"
     return _registry

@@ -1,17 +1,10 @@
 """`movr bench report`: every experiment's results under a run directory, on one static HTML page.
 
-It finds the result JSON files the runner wrote (movr.bench.experiment.execute: `<run-dir>/<name>.json` by
-default, or wherever `--json` put them under the run directory), keeps those whose `benchmark` names an
-experiment of the registry (movr.bench.registry), and asks that experiment how to show it: its `headline`,
-its `report` section, its `figures`. The page opens with what the results say — each result's headline
-and its checks, then the articles' claims (the claims table of `reference/README.md`) beside them — and
-then gives every result its section: what was run (preset, delay scale, versions, machine: law 7), the
-experiment's own tables with measured / floor ratios (law 3), its checks and its plots. A plot is the PNG
-the runner wrote beside the JSON; when that is missing, the experiment's figure draws it again from the
-JSON.
-
-The page is one file: inline CSS, PNGs embedded as base64 data, no script and no external URL, so that it
-can be mailed, archived or opened offline.
+It finds the result JSON files the runner wrote, keeps those whose `benchmark` names an experiment of the
+registry, and asks that experiment how to show it (`headline`, `report`, `figures`). The page opens with
+what the results say and the articles' claims beside them, then gives every result its section: what was
+run (law 7), the experiment's tables (measured / floor: law 3), its checks and its plots (the PNG beside
+the JSON, or drawn again from it). One file, no script and no external URL: it can be mailed or archived.
 """
 
 from __future__ import annotations
@@ -28,9 +21,9 @@ from typing import Any
 
 import click
 
-from movr.bench.experiment import Experiment, Figure, Registry, console
+from movr.bench.experiment import Experiment, Figure, console
 from movr.bench.markup import checks_list, esc, table
-from movr.bench.registry import registry
+from movr.bench.registry import Registry, registry
 from movr.cli_support import CliError
 
 SKIP_DIRS = {"servers", "logs", "data"}  # PostgreSQL data and logs: never results, and often large
@@ -39,66 +32,51 @@ MAX_JSON_BYTES = 512 * 2**20
 # says so in its place and shows the rest.
 SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError)
 
-# The articles' measurable claims, as /work/shared/reference/README.md states them (texts copied verbatim),
-# and the experiments whose results speak to each.
-CLAIMS: tuple[dict[str, Any], ...] = (
-    {
-        "claim": (
-            "journey from Rome (sign up, log in, view vehicles, add vehicle, start ride, end ride, view rides, "
-            'log out): ~150 ms average SQL latency single-region, < 2.5 ms multi-region, "over 60x"'
-        ),
-        "source": "000",
-        "experiment": "movr bench journey",
-        "experiments": ("journey",),
-    },
-    {
-        "claim": 'higher throughput, hybrid deployments (multi-region app, single-region database) "not explored"',
-        "source": "000",
-        "experiment": "movr bench journey (hybrid), movr bench throughput",
-        "experiments": ("journey", "throughput"),
-    },
-    {
-        "claim": (
-            "default REGIONAL BY ROW keeps local read/update latency via locality-optimized search; only slightly "
-            "slower than manual partitioning; rehoming best when uncontended"
-        ),
-        "source": "003",
-        "experiment": "movr bench ycsb",
-        "experiments": ("ycsb",),
-    },
-    {
-        "claim": (
-            "inserts: default REGIONAL BY ROW > 100 ms (uniqueness checked in all regions) vs tens of ms with a "
-            "computed region"
-        ),
-        "source": "003",
-        "experiment": "movr bench insert",
-        "experiments": ("insert",),
-    },
-    {
-        "claim": (
-            "auto-rehoming under contention (c = 1, 2, 3 contending regions, 50 % locality) loses its value as "
-            "contention rises"
-        ),
-        "source": "003",
-        "experiment": "movr bench rehome",
-        "experiments": ("rehome",),
-    },
-    {
-        "claim": (
-            "region survival: reads local, writes cost at least the RTT to the nearest other region; leases for "
-            "a lost region move in < 10 s"
-        ),
-        "source": "004",
-        "experiment": "movr bench failover, survival write latency",
-        "experiments": ("failover",),
-    },
-    {
-        "claim": "data domiciling: EU rows only on EU nodes with super regions",
-        "source": "004",
-        "experiment": "domicile audit",
-        "experiments": (),
-    },
+# The articles' measurable claims, as /work/shared/reference/README.md states them (texts copied verbatim):
+# (claim, article, our experiment, the experiments whose results speak to it).
+CLAIMS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    (
+        "journey from Rome (sign up, log in, view vehicles, add vehicle, start ride, end ride, view rides, "
+        'log out): ~150 ms average SQL latency single-region, < 2.5 ms multi-region, "over 60x"',
+        "000",
+        "movr bench journey",
+        ("journey",),
+    ),
+    (
+        'higher throughput, hybrid deployments (multi-region app, single-region database) "not explored"',
+        "000",
+        "movr bench journey (hybrid), movr bench throughput",
+        ("journey", "throughput"),
+    ),
+    (
+        "default REGIONAL BY ROW keeps local read/update latency via locality-optimized search; only slightly "
+        "slower than manual partitioning; rehoming best when uncontended",
+        "003",
+        "movr bench ycsb",
+        ("ycsb",),
+    ),
+    (
+        "inserts: default REGIONAL BY ROW > 100 ms (uniqueness checked in all regions) vs tens of ms with a "
+        "computed region",
+        "003",
+        "movr bench insert",
+        ("insert",),
+    ),
+    (
+        "auto-rehoming under contention (c = 1, 2, 3 contending regions, 50 % locality) loses its value as "
+        "contention rises",
+        "003",
+        "movr bench rehome",
+        ("rehome",),
+    ),
+    (
+        "region survival: reads local, writes cost at least the RTT to the nearest other region; leases for "
+        "a lost region move in < 10 s",
+        "004",
+        "movr bench failover, survival write latency",
+        ("failover",),
+    ),
+    ("data domiciling: EU rows only on EU nodes with super regions", "004", "domicile audit", ()),
 )
 ARTICLES = {
     "000": "the MovR tutorial (000_fd183b4ea4813171.txt)",
@@ -126,14 +104,10 @@ class Found:
         return checks if isinstance(checks, list) else []
 
 
-# --------------------------------------------------------------------------------------------------------
-# Finding the results
-
-
 def find_results(run_dir: Path, experiments: Registry) -> tuple[list[Found], list[tuple[Path, str]]]:
     """The results of registered experiments under `run_dir`, in the registry's order; and the results of
     experiments it does not know (path, name), which the page lists without showing."""
-    order = experiments.names()
+    order = list(experiments.experiments)
     found, unknown = [], []
     for path in _json_files(run_dir):
         try:
@@ -143,11 +117,10 @@ def find_results(run_dir: Path, experiments: Registry) -> tuple[list[Found], lis
         name = data.get("benchmark") if isinstance(data, dict) else None
         if not isinstance(name, str):
             continue  # not a result: a lab's state, link specs, a configuration
-        experiment = experiments.get(name)
-        if experiment is None:
-            unknown.append((path, name))
+        if name in experiments.experiments:
+            found.append(Found(experiments.experiments[name], path, data))
         else:
-            found.append(Found(experiment, path, data))
+            unknown.append((path, name))
     found.sort(key=lambda f: (order.index(f.name), str(f.path)))
     return [Found(f.experiment, f.path, f.data, f"{f.name}-{i}") for i, f in enumerate(found)], unknown
 
@@ -164,10 +137,6 @@ def _json_files(run_dir: Path) -> list[Path]:
             except OSError:
                 continue
     return paths
-
-
-# --------------------------------------------------------------------------------------------------------
-# The opening: what the results say
 
 
 def _headline(result: Found) -> list[str]:
@@ -206,7 +175,7 @@ def claims_table(results: Sequence[Found]) -> str:
     for claim in CLAIMS:
         ours = []
         for result in results:
-            if result.name not in claim["experiments"]:
+            if result.name not in claim[3]:
                 continue
             said = "; ".join(_headline(result))
             tally = f" (checks: {_tally(result.checks)})" if result.checks else ""
@@ -216,9 +185,9 @@ def claims_table(results: Sequence[Found]) -> str:
             )
         rows.append(
             [
-                esc(claim["claim"]),
-                f"<span title='{esc(ARTICLES[claim['source']])}'>{esc(claim['source'])}</span>",
-                f"<code>{esc(claim['experiment'])}</code>",
+                esc(claim[0]),
+                f"<span title='{esc(ARTICLES[claim[1]])}'>{esc(claim[1])}</span>",
+                f"<code>{esc(claim[2])}</code>",
                 "".join(ours) or "<span class=muted>no result in this run directory</span>",
             ]
         )
@@ -234,38 +203,19 @@ def _scale(scale: Any) -> str:
     return "–" if scale is None else f"{scale:g}" if isinstance(scale, int | float) else str(scale)
 
 
-# --------------------------------------------------------------------------------------------------------
-# A result's section
-
-
-@dataclass(frozen=True)
-class Plot:
-    title: str
-    png: bytes | None
-    origin: str  # "beside the JSON" | "drawn from the JSON"
-    error: str = ""
-
-
-def plots_for(result: Found) -> list[Plot]:
-    """Each figure of the result: the PNG the runner wrote beside the JSON, or drawn again from the JSON."""
-    try:
-        wanted = result.experiment.figures(result.data)
-    except SHAPE_ERRORS as error:
-        return [Plot("figures", None, "", f"{type(error).__name__}: {error}")]
-    return [_plot(figure, result) for figure in wanted]
-
-
-def _plot(figure: Figure, result: Found) -> Plot:
+def _png(figure: Figure, result: Found) -> tuple[bytes | None, str]:
+    """The PNG the runner wrote beside the JSON, else drawn again from the JSON; and where it came from, or
+    why it could not be drawn."""
     beside = figure.path_beside(result.path)
     if beside.is_file():
-        return Plot(figure.title, beside.read_bytes(), "beside the JSON")
+        return beside.read_bytes(), "beside the JSON"
     with tempfile.TemporaryDirectory(prefix="movr-report-") as tmp:
         target = Path(tmp) / "plot.png"
         try:
             figure.draw(result.data, target)
-            return Plot(figure.title, target.read_bytes(), "drawn from the JSON")
+            return target.read_bytes(), "drawn from the JSON"
         except Exception as error:  # an older or partial result: say so on the page, keep the rest
-            return Plot(figure.title, None, "", f"{type(error).__name__}: {error}")
+            return None, f"{type(error).__name__}: {error}"
 
 
 def _meta(result: Found, run_dir: Path) -> str:
@@ -279,15 +229,16 @@ def _meta(result: Found, run_dir: Path) -> str:
         f"preset <b>{esc(data.get('preset') or '–')}</b>",
         f"delays ×<b>{esc(_scale(data.get('scale')))}</b>",
         "versions " + esc(", ".join(f"{k} {v}" for k, v in (data.get("versions") or {}).items() if v)),
-        "machine " + esc(", ".join(f"{k} {v}" for k, v in (data.get("machine") or {}).items() if _flat(v))),
+        "machine "
+        + esc(
+            ", ".join(
+                f"{k} {v}" for k, v in (data.get("machine") or {}).items() if v and not isinstance(v, dict | list)
+            )
+        ),
     ]
     if data.get("started_at"):
         items.append(f"started {esc(data['started_at'])}")
     return "<p class=meta>" + " · ".join(items) + "</p>"
-
-
-def _flat(value: Any) -> bool:
-    return bool(value) and not isinstance(value, dict | list)
 
 
 def section(result: Found, run_dir: Path) -> tuple[str, int]:
@@ -305,22 +256,23 @@ def section(result: Found, run_dir: Path) -> tuple[str, int]:
         parts.append(f"<p class=bad>could not read this result's tables: {esc(type(error).__name__)} {esc(error)}</p>")
     if result.checks:
         parts += ["<h4>Checks</h4>", checks_list(result.checks)]
+    try:
+        plots = [(figure.title, *_png(figure, result)) for figure in result.experiment.figures(result.data)]
+    except SHAPE_ERRORS as error:
+        plots = [("figures", None, f"{type(error).__name__}: {error}")]
     embedded = 0
-    for plot in plots_for(result):
-        if plot.png is None:
-            parts.append(f"<p class=bad>plot “{esc(plot.title)}” could not be drawn: {esc(plot.error)}</p>")
+    for title, png, origin in plots:
+        if png is None:
+            parts.append(f"<p class=bad>plot “{esc(title)}” could not be drawn: {esc(origin)}</p>")
             continue
         embedded += 1
-        data = base64.b64encode(plot.png).decode("ascii")
+        data = base64.b64encode(png).decode("ascii")
         parts.append(
-            f"<figure><img alt='{esc(result.name)}: {esc(plot.title)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{esc(plot.title)} <span class=muted>({esc(plot.origin)})</span></figcaption></figure>"
+            f"<figure><img alt='{esc(result.name)}: {esc(title)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{esc(title)} <span class=muted>({esc(origin)})</span></figcaption></figure>"
         )
     return "\n".join(parts), embedded
 
-
-# --------------------------------------------------------------------------------------------------------
-# The page
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1400px;

@@ -1,36 +1,14 @@
 """`movr bench failover`: lose a region (or a server) under load, and prove that nothing acknowledged is lost.
 
-    movr bench failover [--preset aws-eu-us] [--survival region|zone] [--no-super-regions] [--kill REGION|SERVER]
-                        [--duration 60] [--kill-at 20] [--scale 1.0] [--cities-per-region 2] [--quick]
-                        [--keep] [--json PATH] [--run-dir ./run/bench]
-
-The drill stands a lab up with the survival goal, loads sample data, and starts one client per chosen city
-(`--cities-per-region` of every region), each a rider who signs up, logs in, adds a vehicle and then, through
-the balancer like a browser, rides it again and again: start ride, view vehicles, end ride, view vehicles
-(and, after a write whose answer was lost, view rides to find out what happened). At
-`--kill-at` seconds it kills the region (its servers, app server and balancer target: `movr lab fail region`)
-or the server named by `--kill`; the failover controller does the rest. At `--duration` the load stops, the
-lab is healed (`movr lab heal`), and the drill checks:
-
-- a client-side ledger of every *acknowledged* write (users, vehicles, ride starts, ride ends) against the
-  databases: every one present on its region's current primary, exactly once; every acknowledged end has its
-  end time. A write whose answer was lost (an error, a timeout) is not in the ledger: the client finds out
-  what happened by reading, as a real client would, and never counts it as acknowledged;
-- invariants: no vehicle in two open rides, no ride with an end location but no end time, and a vehicle is
-  `in_use` exactly when it has an open ride;
-- replicas: once healed, every member of every group holds the same rows as its primary.
-
-Per city it reports the unavailability window (last successful write before the loss, first successful write
-started after it), when writes resumed (first success minus the moment of the kill), error rates and latency
-before and after, each request beside its physical floor (law 3): client<->serving-region RTT + one round trip
-per statement to the data's primary if that is in another region + for writes the commit's wait for the
-nearest synchronous standby still alive. After the loss the floor is the new one: the data may be served from
-another region and commits may wait for a farther standby. <run-dir>/failover.json (every request) and the
-timeline failover.png beside it record everything; the lab runs in <run-dir>/failover/. A drill that breaks
-a promise of its survival goal exits with status 1.
-
-The modules: `riders` (the load), `ledger`, `drill` (the schedule of the fault), `checks` (what the
-databases prove after the heal), `analysis` (phases, floors, per-city figures, the verdict), `output`.
+A lab with the survival goal, sample data, and one rider per chosen city (`riders`) riding its vehicle
+through the balancer. At `--kill-at` the region (`movr lab fail region`) or the server named by `--kill`
+dies and the failover controller does the rest; at `--duration` the load stops and the lab is healed
+(`drill`). Then the databases must prove (`checks`) that every acknowledged write in the riders' `ledger`
+is on its region's current primary exactly once, that the invariants hold, and that the replicas are
+identical. Per city (`analysis`): the longest time without a successful write and when writes resumed,
+errors, and latency before and after beside the floor of that phase (law 3; after the loss the data may be
+served from another region and commits may wait for a farther standby). A drill that breaks a promise of
+its survival goal exits with status 1.
 """
 
 from __future__ import annotations
@@ -40,20 +18,16 @@ from typing import Any
 
 import click
 
-from movr.bench.experiment import Experiment, ExperimentError
+from movr.bench.experiment import Experiment, ExperimentError, preset_option
 from movr.bench.failover import output
 from movr.bench.output import console
-from movr.geo import PresetError, load_preset
 
 QUICK = {"duration": 12.0, "kill_at": 4.0, "cities_per_region": 1}
 
 
 def run(run_dir: Path, *, quick: bool, **options: Any) -> dict[str, Any]:
     """The options are DrillConfig's fields, as click parsed them; --quick overrides three of them."""
-    try:
-        load_preset(options["preset_source"])
-    except PresetError as err:
-        raise ExperimentError(str(err)) from None
+    preset_option(options["preset_source"])
     if quick:
         options |= {**QUICK, "kill_at": options["kill_at"] or QUICK["kill_at"]}
     if options["kill_at"] is None:

@@ -1,7 +1,7 @@
 """What the drill's requests say: each one's phase and physical floor, per-city figures, and the verdict.
 
 Phases: *before* the kill; the *outage*; *after* (from the last failover's re-routing on, or a second after
-the kill when nothing failed over). A request's floor (law 3, movr.bench.floors.failover_floor) is taken
+the kill when nothing failed over). A request's floor (law 3, movr.floors.failover_floor) is taken
 against the layout of its phase: after the loss the data may be served from another region and commits may
 wait for a farther standby.
 """
@@ -11,24 +11,13 @@ from __future__ import annotations
 import itertools
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
-from movr.bench.failover.riders import Sample
-from movr.bench.floors import failover_floor
+from movr.bench.failover.riders import Rider, Sample
+from movr.floors import failover_floor
 from movr.geo import Preset
 from movr.lab.layout import SurvivalLayout
-
-
-class Located(Protocol):
-    city: str
-    home: str
-
-
-def lost_servers(layout: SurvivalLayout, preset: Preset, kill: str) -> set[str]:
-    """The servers a kill takes: every server running in a killed region, or the one server named."""
-    if kill in preset.regions:
-        return {name for name, server in layout.servers.items() if server.region == kill}
-    return {kill}
+from movr.lab.survival import promise
 
 
 def label(
@@ -79,7 +68,7 @@ def phase_stats(samples: Sequence[Sample], phase: str) -> dict[str, Any]:
     }
 
 
-def per_city(samples: Sequence[Sample], riders: Sequence[Located], t_kill: float, t_stop: float) -> list[dict]:
+def per_city(samples: Sequence[Sample], riders: Sequence[Rider], t_kill: float, t_stop: float) -> list[dict]:
     """Per city: the longest time without a successful write once the fault began (from the last success
     before it), and when that outage ended, as seconds after the fault began (the killing is inside)."""
     rows = []
@@ -136,18 +125,14 @@ def expectations(
     A group whose goal does not survive the fault (zone survival, its region lost) is expected to be
     unavailable: the article's trade, reported, not failed.
     """
-    region_fault = result["kill_kind"] == "region"
+    promised = promise(layout, primaries_before, lost, region_fault=result["kill_kind"] == "region")
+    survives, unavailable = promised.fail_over, promised.unavailable
     failed_over = {f["group"] for f in result["failovers"]}
-    survives, unavailable, unmet = [], [], []
-    for group, info in layout.groups.items():
-        if primaries_before.get(group, info.primary) not in lost:
-            continue
-        if region_fault and info.goal != "region":
-            unavailable.append(group)
-            continue
-        survives.append(group)
-        if group not in failed_over:
-            unmet.append(f"{group} lost its primary and its {info.goal} goal survives that, but no failover")
+    unmet = [
+        f"{group} lost its primary and its {layout.groups[group].goal} goal survives that, but no failover"
+        for group in survives
+        if group not in failed_over
+    ]
     for row in result["cities"]:
         if row["home"] in unavailable:
             continue

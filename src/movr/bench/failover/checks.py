@@ -1,14 +1,11 @@
-"""What the drill proves once the lab is healed, by reading the databases (never the app).
-
-- the ledger: every acknowledged write on its region's current primary, exactly once across all of them;
-  every acknowledged end with its end time;
-- invariants: no vehicle in two open rides, no ride with an end location but no end time, and a vehicle is
-  `in_use` exactly when it has an open ride;
-- replicas: every member of every group holds exactly its primary's rows.
+"""What the drill proves once the lab is healed, by reading the databases (never the app): the ledger, the
+invariants, and that every member of every group holds exactly its primary's rows.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +24,14 @@ def _dsn(state: LabState, name: str) -> str:
     return state.dsn(server_index(state)[name].port, connect_timeout=CONNECT_TIMEOUT_S)
 
 
-def _primary_conns(state: LabState) -> dict[str, psycopg.Connection]:
-    return {
-        group: psycopg.connect(_dsn(state, name), autocommit=True) for group, name in current_primaries(state).items()
-    }
+@contextlib.contextmanager
+def _primaries(state: LabState) -> Iterator[dict[str, psycopg.Connection]]:
+    """A connection to every group's current primary, all closed however the body ends."""
+    with contextlib.ExitStack() as stack:
+        primaries = current_primaries(state).items()
+        yield {
+            group: stack.enter_context(psycopg.connect(_dsn(state, name), autocommit=True)) for group, name in primaries
+        }
 
 
 def _count(conn: psycopg.Connection, query: sql.Composable | str, params: tuple[Any, ...] = ()) -> int:
@@ -41,11 +42,10 @@ def _count(conn: psycopg.Connection, query: sql.Composable | str, params: tuple[
 def check_ledger(state: LabState, ledger: Ledger) -> dict[str, Any]:
     """Every acknowledged write on its region's current primary, exactly once across all of them."""
     preset = state.preset
-    conns = _primary_conns(state)
     missing: list[str] = []
     duplicated: list[str] = []
 
-    def count(table: str, ids: dict[str, str], ended: bool = False) -> None:
+    def count(conns: dict[str, psycopg.Connection], table: str, ids: dict[str, str], ended: bool = False) -> None:
         name = sql.Identifier(table)
         at_home = sql.SQL("SELECT count(*) FROM {} WHERE city = %s AND id = %s").format(name)
         if ended:
@@ -59,14 +59,11 @@ def check_ledger(state: LabState, ledger: Ledger) -> dict[str, Any]:
             if everywhere > 1:
                 duplicated.append(f"{table} {row_id} ({city}) x{everywhere}")
 
-    try:
-        count("users", ledger.users)
-        count("vehicles", ledger.vehicles)
-        count("rides", {**ledger.started, **ledger.adopted})
-        count("rides", {**ledger.ended, **ledger.ended_unacked}, ended=True)
-    finally:
-        for conn in conns.values():
-            conn.close()
+    with _primaries(state) as conns:
+        count(conns, "users", ledger.users)
+        count(conns, "vehicles", ledger.vehicles)
+        count(conns, "rides", {**ledger.started, **ledger.adopted})
+        count(conns, "rides", {**ledger.ended, **ledger.ended_unacked}, ended=True)
     return {
         "acknowledged_writes": ledger.acknowledged,
         "lost": missing,
@@ -85,12 +82,8 @@ INVARIANTS = {
 
 
 def check_invariants(state: LabState) -> dict[str, Any]:
-    conns = _primary_conns(state)
-    try:
+    with _primaries(state) as conns:
         found = {name: sum(_count(conn, query) for conn in conns.values()) for name, query in INVARIANTS.items()}
-    finally:
-        for conn in conns.values():
-            conn.close()
     return {"violations": found, "ok": not any(found.values())}
 
 

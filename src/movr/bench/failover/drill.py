@@ -1,5 +1,4 @@
 """The drill itself: stand the lab up, start the riders, kill at `kill_at`, stop at `duration`, heal, prove.
-
 The lab is always taken down afterwards (unless `keep`), however the drill ends.
 """
 
@@ -11,16 +10,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from movr.bench.failover.analysis import expectations, label, lost_servers, per_city
+from movr.bench.failover.analysis import expectations, label, per_city
 from movr.bench.failover.checks import check_invariants, check_ledger, check_replicas, wait_replicas
 from movr.bench.failover.ledger import Ledger
 from movr.bench.failover.riders import DrillError, Rider
-from movr.geo import Preset, load_preset
+from movr.geo import load_preset
 from movr.lab.faults import FaultError, fail_region, fail_server, heal
 from movr.lab.standbys import StandbyError
 from movr.lab.state import LabState
 from movr.lab.supervisor import lab_down, lab_up
-from movr.lab.survival import SurvivalOptions
+from movr.lab.survival import SurvivalOptions, lost_servers
 from movr.store.sample import generate
 
 
@@ -37,7 +36,6 @@ class DrillConfig:
     think_ms: float = 50.0
     run_dir: Path = field(default_factory=lambda: Path.cwd() / "run" / "bench" / "failover")  # the lab's
     keep: bool = False  # leave the lab running afterwards (inspect it with movr lab status)
-    heal_after: bool = True
 
 
 class Clock:
@@ -55,11 +53,6 @@ class Clock:
     def sleep_until(self, when: float) -> None:
         while (left := when - self()) > 0:
             time.sleep(min(left, 0.2))  # the drill's own schedule, not a distance
-
-
-def choose_cities(preset: Preset, per_region: int) -> list[str]:
-    """The first cities of every region (the preset's order: its main cities first)."""
-    return [city for region in preset.regions.values() for city in region.cities[:per_region]]
 
 
 def run_drill(config: DrillConfig, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
@@ -80,9 +73,10 @@ def run_drill(config: DrillConfig, say: Callable[[str], None] = lambda _: None) 
 
         ledger = Ledger()
         clock = Clock()
-        riders = [
+        riders = [  # from the first cities of every region (the preset's order: its main cities first)
             Rider(state.balancer_url or "", city, preset.region_of(city), ledger, clock, config.think_ms / 1000)
-            for city in choose_cities(preset, config.cities_per_region)
+            for region in preset.regions.values()
+            for city in region.cities[: config.cities_per_region]
         ]
         say(f"{len(riders)} riders sign up, log in and add a vehicle")
         for rider in riders:
@@ -115,23 +109,18 @@ def run_drill(config: DrillConfig, say: Callable[[str], None] = lambda _: None) 
         failovers = [f for f in after_kill.failovers if f["detected_at"] >= clock.wall_base]
         primaries_after = dict(after_kill.primaries)
         lost = lost_servers(layout, preset, kill)
-        heal_s = None
-        if config.heal_after:
-            say("healing: lost servers rejoin as standbys, the app server restarts")
-            started = time.monotonic()
-            try:
-                heal(run_dir, ["all"])
-            except FaultError as err:
-                raise DrillError(f"the heal failed: {err}") from None
-            try:
-                wait_replicas(run_dir)
-            except StandbyError as err:  # the replicas check below says which group differs
-                say(f"not every standby caught up: {err}")
-            heal_s = time.monotonic() - started
+        say("healing: lost servers rejoin as standbys, the app server restarts")
+        started = time.monotonic()
+        try:
+            heal(run_dir, ["all"])
+        except FaultError as err:
+            raise DrillError(f"the heal failed: {err}") from None
+        try:
+            wait_replicas(run_dir)
+        except StandbyError as err:  # the replicas check below says which group differs
+            say(f"not every standby caught up: {err}")
+        heal_s = time.monotonic() - started
         final = LabState.read(run_dir)
-        ledger_check = check_ledger(final, ledger)
-        invariants = check_invariants(final)
-        replicas = check_replicas(final) if config.heal_after else {}
         samples = [s for r in riders for s in r.samples]
         routed_at = max((f["routed_at"] - clock.wall_base for f in failovers), default=None)
         before = dict(survival.primaries)
@@ -163,9 +152,9 @@ def run_drill(config: DrillConfig, say: Callable[[str], None] = lambda _: None) 
             "primaries_after": primaries_after,
             "heal_s": heal_s,
             "ledger": ledger.as_dict(),
-            "ledger_check": ledger_check,
-            "invariants": invariants,
-            "replicas": replicas,
+            "ledger_check": check_ledger(final, ledger),
+            "invariants": check_invariants(final),
+            "replicas": check_replicas(final),
             "cities": per_city(samples, riders, t_kill, t_load_end),
             "samples": [asdict(s) for s in samples],
         }

@@ -1,7 +1,5 @@
-"""What the drill's riders know was written: by what they were told (acknowledged) or found by reading.
-
-The ledger is the drill's evidence: after the heal, every write in it must be on its region's current
-primary, exactly once (movr.bench.failover.checks.check_ledger).
+"""What the drill's riders know was written: what they were told (acknowledged) or found by reading. After
+the heal, every write in it must be on its region's current primary, exactly once (checks.check_ledger).
 """
 
 from __future__ import annotations

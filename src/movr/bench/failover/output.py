@@ -16,9 +16,6 @@ from movr.bench.markup import esc, num, ratio, table
 from movr.bench.output import console
 from movr.bench.plots import pyplot, save_figure
 
-# --------------------------------------------------------------------------------------------------------
-# The terminal
-
 COLUMNS = (
     "city",
     "home",
@@ -82,10 +79,6 @@ def print_tables(result: Result) -> None:
     console.print("[bold green]drill passed[/]" if result["passed"] else "[bold red]drill FAILED[/]")
 
 
-# --------------------------------------------------------------------------------------------------------
-# The timeline: `<stem>.png` beside the result
-
-
 def plot_timeline(result: Result, path: Path) -> None:
     """Every request's latency around the kill, one panel per home region; kill and failovers marked."""
     plt = pyplot()
@@ -124,9 +117,6 @@ def plot_timeline(result: Result, path: Path) -> None:
 def figures(_result: Result) -> list[Figure]:
     return [Figure("every request around the kill", plot_timeline)]
 
-
-# --------------------------------------------------------------------------------------------------------
-# The report's section, its headline, the checks
 
 CITY_HEADERS = (
     "city",

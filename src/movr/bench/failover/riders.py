@@ -51,7 +51,7 @@ class Sample:
     phase: str = ""
 
     def request(self) -> dict[str, Any]:
-        """What the request was, as the floor model asks (movr.bench.floors.failover_floor)."""
+        """What the request was, as the floor model asks (movr.floors.failover_floor)."""
         return {
             "city": self.city,
             "home": self.home,
@@ -82,8 +82,6 @@ class Rider(threading.Thread):
         self.pending_end = False
         self.error: BaseException | None = None
 
-    # --- set-up (before the clock starts) ---
-
     def set_up(self) -> None:
         username = f"fo{''.join(c for c in self.city if c.isalpha())[:8]}{secrets.token_hex(4)}"
         user = self._must(api.sign_up(self.city, username, PASSWORD))
@@ -103,8 +101,6 @@ class Rider(threading.Thread):
                 f"{self.city}: set-up {request.method} {request.path} -> {reply.status}: {reply.body[:200]!r}"
             )
         return reply.json()
-
-    # --- the load ---
 
     def call(self, op: str, request: Request, answers: frozenset[str] = frozenset()) -> Reply | None:
         """One request of the load. `answers`: error codes that are the service's correct answer here, not a

@@ -1,24 +1,12 @@
 """`movr bench throughput`: the journey mix, open loop, at rising request rates, per topology.
 
-The tutorial article measured one user and says it "did not explore" higher throughput. This experiment
-offers the lab a fixed schedule of requests and watches where each topology stops keeping up.
-
-For each topology a lab is stood up (and always taken down), loaded with the sample data and calibrated
-(`calibration`: one journey from each client city on the idle lab gives every step its floor). Then, for
-each rate R (requests per second, every step of the journey mix counted), N users (`load`) send the journey's
-steps on a fixed grid of slots 1/R s apart (`schedule`), open loop and coordinated-omission safe: latency is
-measured from each slot's intended send time, after a warm-up of at least one journey's length, while a
-sampler (`cpu`) records what every lab process used.
-
-**Judging a rate.** A rate is sustained when the error rate is <= 1 %, the achieved rate is >= 90 % of R,
-and the p99 latency (HdrHistogram, from intended send times) is <= the p99 target. The target, unless
-``--p99-target-ms`` states one, is per topology: **4 x the slowest step's floor** (movr.bench.floors, as
-`movr bench journey` reports it) over the calibration journeys. The rates rise until one is not sustained;
-the highest sustained rate is the topology's result. Every request's floor under load comes from what its
-response says (serving region, statements) with the idle lab's hashing time for its step.
-
-The result goes to <run-dir>/throughput.json with a chart per topology beside it (`output`); the labs to
-<run-dir>/throughput/<topology>/ (`run`). Options and rules: `settings`.
+The tutorial article measured one user and "did not explore" higher throughput. Per topology a lab is
+stood up (`run`), loaded and calibrated (`calibration`: each step's floor, movr.floors); then, for each rate
+R, users (`load`) send the journey's steps on a fixed grid of slots 1/R s apart (`schedule`), open loop:
+latency counts from each slot's intended send time (coordinated-omission safe), while `cpu` records what
+every lab process used. A rate is sustained when errors <= 1 %, achieved >= 90 % of R and p99 <= the target
+(`--p99-target-ms`, else 4 x the slowest step's floor); rates rise until one is not, and the highest
+sustained rate is the topology's result (`output`). Options and rules: `settings`.
 """
 
 from __future__ import annotations

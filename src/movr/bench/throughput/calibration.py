@@ -1,24 +1,21 @@
-"""Calibration: one journey from each client city on the idle lab, one step at a time, before any load.
-
-It gives every step its floor as `movr bench journey` reports it (movr.bench.floors), with its own password
-hashing time, and warms every pool. The slowest step's floor sets the users' think time and the default
-p99 target; the median hashing time per step is the CPU part of every loaded request's floor (the loaded
-figure would fold CPU queueing into the floor).
+"""Calibration: one journey from each client city on the idle lab (movr.bench.journey.run_journey), before
+any load. It gives every step its floor as `movr bench journey` reports it, and warms every pool. The slowest
+step's floor sets the users' think time and the default p99 target; the median hashing time per step is the
+CPU part of every loaded request's floor (the loaded figure would fold CPU queueing into the floor).
 """
 
 from __future__ import annotations
 
+import http.client
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from movr.bench.client import STEPS, open_session
-from movr.bench.throughput.load import StepFailed, exchange, floor_ms, new_journey
+from movr.bench.client import STEPS, ApiError
+from movr.bench.journey import run_journey
 from movr.geo import Preset
-
-CALIBRATION_TIMEOUT_S = 60.0
+from movr.lab.state import LabState
 
 
 class CalibrationError(RuntimeError):
@@ -63,42 +60,17 @@ class Calibration:
         )
 
 
-def calibration_cities(preset: Preset, quick: bool) -> list[str]:
-    """Every client city (quick: the first of each region)."""
-    if quick:
-        return [region.cities[0] for region in preset.regions.values() if region.cities]
-    return preset.cities
-
-
-async def calibrate(
-    base_url: str, preset: Preset, topology: str, scale: float, cities: list[str], on_journey: Callable[[], None]
+def calibrate(
+    state: LabState, preset: Preset, scale: float, cities: list[str], on_journey: Callable[[], None]
 ) -> list[dict[str, Any]]:
-    """One journey from each city, one step at a time: every step's floor with its own hashing time, and
-    what it took."""
+    """One journey from each city: every step's floor with its own hashing time, and what it took."""
     samples = []
-    async with open_session() as session:
-        for city in cities:
-            journey = new_journey(city, "tc")
-            for step in STEPS:
-                started = time.monotonic()
-                try:
-                    figures = await exchange(session, base_url, journey, step, CALIBRATION_TIMEOUT_S)
-                except StepFailed as failed:
-                    raise CalibrationError(f"calibration journey from {city} failed: {failed.detail}") from None
-                client_ms = (time.monotonic() - started) * 1000
-                floor = floor_ms(preset, topology, scale, journey, step, figures, figures.cpu_ms)
-                if floor is None:
-                    raise CalibrationError(f"{step} from {city}: the response did not say which region served it")
-                samples.append(
-                    {
-                        "city": city,
-                        "step": step,
-                        "served_by": figures.served_by,
-                        "statements": figures.statements,
-                        "client_ms": client_ms,
-                        "floor_ms": floor,
-                        "cpu_ms": figures.cpu_ms,
-                    }
-                )
-            on_journey()
+    for city in cities:
+        try:
+            run = run_journey(state, preset, city, scale)
+        except (ApiError, OSError, http.client.HTTPException) as error:
+            raise CalibrationError(f"calibration journey from {city} failed: {error}") from None
+        keys = ("step", "served_by", "statements", "client_ms", "floor_ms", "cpu_ms")
+        samples += [{"city": city, **{key: getattr(step, key) for key in keys}} for step in run.steps]
+        on_journey()
     return samples

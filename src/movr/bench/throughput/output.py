@@ -6,18 +6,16 @@ section, its headline and its check. Every function reads the result as the runn
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from movr.bench.experiment import Check, Figure, Result
-from movr.bench.markup import P50_P95_P99, esc, figures_cells, ms, num, pct, ratio, table
+from movr.bench.markup import P50_P95_P99, esc, figures_cells, ms, num, table
 from movr.bench.output import console
 from movr.bench.plots import pyplot, save_figure
-
-# --------------------------------------------------------------------------------------------------------
-# The terminal
 
 
 def print_tables(result: Result) -> None:
@@ -57,45 +55,24 @@ def print_tables(result: Result) -> None:
         for cell in entry["rates"]:
             if cell["errors"]:
                 console.print(f"[yellow]{entry['topology']} @ {cell['rate']:g}/s: first error: {cell['first_error']}")
-    console.print(f"highest sustained rate: {_sustained(result)}")
-
-
-def _sustained(result: Result) -> str:
-    return ", ".join(
-        f"{e['topology']} {e['max_sustained_rate']:g}/s" if e["max_sustained_rate"] else f"{e['topology']} none"
-        for e in result["topologies"]
-    )
-
-
-# --------------------------------------------------------------------------------------------------------
-# The charts: one per measured topology, `<stem>-<topology>.png` beside the result
+    best = [(e["topology"], e["max_sustained_rate"]) for e in result["topologies"]]
+    console.print("highest sustained rate: " + ", ".join(f"{t} {f'{r:g}/s' if r else 'none'}" for t, r in best))
 
 
 def figures(result: Result) -> list[Figure]:
+    """One chart per measured topology, `<stem>-<topology>.png` beside the result."""
     return [
-        Figure(
-            f"{entry['topology']}: latency and achieved rate against the offered rate",
-            _drawer(entry["topology"]),
-            suffix=entry["topology"],
-        )
-        for entry in result.get("topologies", [])
-        if entry.get("rates")
+        Figure(f"{t}: latency and achieved rate against the offered rate", partial(plot_topology, t), suffix=t)
+        for t in (entry["topology"] for entry in result.get("topologies", []) if entry.get("rates"))
     ]
 
 
-def _drawer(topology: str) -> Any:
-    def draw(result: Result, path: Path) -> None:
-        entry = next(e for e in result["topologies"] if e["topology"] == topology)
-        plot_topology(result, entry, path)
-
-    return draw
-
-
-def plot_topology(result: Result, entry: Mapping[str, Any], path: Path) -> None:
+def plot_topology(topology: str, result: Result, path: Path) -> None:
     """Latency percentiles and the floor against the offered rate; achieved rate on a second panel."""
     plt = pyplot()
     import matplotlib.ticker  # here, not at the top: matplotlib is slow to import and only drawing needs it
 
+    entry = next(e for e in result["topologies"] if e["topology"] == topology)
     cells = entry["rates"]
     rates = [c["rate"] for c in cells]
     fig, (axis, achieved) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
@@ -136,10 +113,6 @@ def plot_topology(result: Result, entry: Mapping[str, Any], path: Path) -> None:
         fontsize=10,
     )
     save_figure(fig, path)
-
-
-# --------------------------------------------------------------------------------------------------------
-# The report's section, its headline, the check
 
 
 def report(result: Result) -> list[str]:
@@ -198,7 +171,7 @@ def _topology_section(entry: Mapping[str, Any]) -> list[str]:
                 f"{cell['rate']:g}",
                 num(cell.get("users")),
                 f"{cell.get('achieved_rate', 0):.1f}",
-                pct(cell.get("error_rate")),
+                "–" if cell.get("error_rate") is None else f"{cell['error_rate']:.1%}",
                 *figures_cells(cell.get("latency"), P50_P95_P99),
                 f"{cpu.get('lab_percent', 0):.0f}",
                 f"{cpu.get('rest_of_machine_percent', 0):.0f}",
@@ -216,19 +189,9 @@ def _topology_section(entry: Mapping[str, Any]) -> list[str]:
     cells = entry.get("rates") or [None]
     steps_at = next((c for c in reversed(cells) if c and c.get("sustained")), cells[0])
     if steps_at:
-        step_rows = []
-        for step, f in steps_at.get("steps", {}).items():
-            floor = (f.get("floor") or {}).get("p50_ms")
-            step_rows.append(
-                [
-                    esc(step),
-                    num(f.get("count")),
-                    num(f.get("p50_ms")),
-                    num(f.get("p99_ms")),
-                    num(floor),
-                    ratio(f.get("p50_ms"), floor),
-                ]
-            )
+        step_rows = [
+            [esc(step), num(f.get("count")), *figures_cells(f)] for step, f in steps_at.get("steps", {}).items()
+        ]
         parts.append(f"<h5>per step at {steps_at['rate']:g}/s</h5>")
         parts.append(table(("step", "requests", "p50", "p99", "floor p50", "÷ floor"), step_rows))
     return parts

@@ -1,9 +1,6 @@
-"""A throughput run: per topology, a lab stood up (and always taken down), calibrated, then offered each
-rate in turn until one is not sustained.
-
-Per rate the users (movr.bench.throughput.load) run the schedule while the CPU sampler watches the lab;
-the recorder's figures are judged against the topology's p99 target. A topology whose lab did not come up
-or whose calibration failed is recorded with its error, and the others are still measured.
+"""A throughput run: per topology, a lab stood up (and always taken down) and calibrated, then each rate
+offered in turn (users: `load`, CPU: `cpu`) until one is not sustained. A topology whose lab did not come
+up or whose calibration failed is recorded with its error, and the others are still measured.
 """
 
 from __future__ import annotations
@@ -11,17 +8,15 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psycopg
-from rich.progress import Progress, TaskID
 
 from movr.bench.client import STEPS
-from movr.bench.output import console, progress_bar
-from movr.bench.throughput.calibration import Calibration, CalibrationError, calibrate, calibration_cities
+from movr.bench.experiment import postgresql_version
+from movr.bench.output import Bars, console
+from movr.bench.throughput.calibration import Calibration, CalibrationError, calibrate
 from movr.bench.throughput.cpu import CpuSampler, cpu_groups
 from movr.bench.throughput.load import run_async, run_rate
 from movr.bench.throughput.schedule import RateRecorder, Schedule, judge
@@ -30,27 +25,6 @@ from movr.geo import Preset, load_preset
 from movr.lab.state import LabState
 from movr.lab.supervisor import LabError, lab_down, lab_up
 from movr.store.sample import generate
-
-
-@dataclass
-class Bar:
-    """The progress bar: one line for the rates done, one for what runs now."""
-
-    progress: Progress
-    rates: TaskID
-    current: TaskID
-
-    @classmethod
-    def open(cls, runs: int) -> Bar:
-        progress = progress_bar()
-        return cls(
-            progress,
-            progress.add_task("rates", total=runs, detail=""),
-            progress.add_task("", total=1, detail=""),
-        )
-
-    def now(self, description: str, **fields: Any) -> None:
-        self.progress.update(self.current, description=description, **{"detail": "", **fields})
 
 
 def run_benchmark(settings: Settings) -> dict[str, Any]:
@@ -65,7 +39,7 @@ def run_benchmark(settings: Settings) -> dict[str, Any]:
         "topologies": [],
     }
     started = time.monotonic()
-    bar = Bar.open(len(settings.topologies) * len(settings.rates))
+    bar = Bars("rates", len(settings.topologies) * len(settings.rates))
     with bar.progress:
         for topology in settings.topologies:
             try:
@@ -76,7 +50,7 @@ def run_benchmark(settings: Settings) -> dict[str, Any]:
                 entry = {"topology": topology, "error": first, "rates": [], "max_sustained_rate": None}
             result["topologies"].append(entry)
             # Rates not run after a failure still count as done for the bar.
-            bar.progress.advance(bar.rates, len(settings.rates) - len(entry["rates"]))
+            bar.progress.advance(bar.runs, len(settings.rates) - len(entry["rates"]))
     postgresql = next((t["postgresql"] for t in result["topologies"] if "postgresql" in t), "unknown")
     result["versions"] = {"postgresql": postgresql, "aiohttp": aiohttp.__version__}
     result["loadavg_at_end"] = list(os.getloadavg())
@@ -95,20 +69,21 @@ def stand_up(settings: Settings, topology: str, lab_dir: Path) -> LabState:
     return lab_up(lab_dir, settings.preset, topology, settings.scale)
 
 
-def run_topology(settings: Settings, preset: Preset, topology: str, bar: Bar) -> dict[str, Any]:
+def run_topology(settings: Settings, preset: Preset, topology: str, bar: Bars) -> dict[str, Any]:
     lab_dir = settings.lab_dir(topology)
     bar.now(f"{topology}: standing the lab up", completed=0, total=1)
     state = stand_up(settings, topology, lab_dir)
     try:
         n = len(preset.cities)
         state.load_sample(generate(preset, users=n * 3, vehicles=n * 3, rides=n * 3, seed=7))
-        cities = calibration_cities(preset, settings.quick)
+        regions = preset.regions.values()
+        cities = [region.cities[0] for region in regions if region.cities] if settings.quick else preset.cities
         bar.now(f"{topology}: calibrating", total=len(cities), completed=0)
 
         def advance() -> None:  # one journey calibrated
             bar.progress.advance(bar.current)
 
-        samples = run_async(calibrate(state.balancer_url or "", preset, topology, settings.scale, cities, advance))
+        samples = calibrate(state, preset, settings.scale, cities, advance)
         calibration = Calibration.from_samples(samples)
         target_ms = settings.p99_target_ms or TARGET_FACTOR * calibration.slowest_floor_ms
         think_s = THINK_FACTOR * calibration.slowest_floor_ms / 1000
@@ -133,7 +108,7 @@ def run_topology(settings: Settings, preset: Preset, topology: str, bar: Bar) ->
             },
             "think_ms": think_s * 1000,
             "calibration": {"cities": cities, "steps": calibration.steps, "cpu_ms": calibration.cpu_ms},
-            "postgresql": _postgres_version(state),
+            "postgresql": postgresql_version(state.server_dsn(next(iter(state.plan.servers)))),
             "lab_processes": [{"name": p.name, "kind": p.kind, "pid": p.pid} for p in state.processes],
             "rates": [],
             "max_sustained_rate": None,
@@ -143,7 +118,7 @@ def run_topology(settings: Settings, preset: Preset, topology: str, bar: Bar) ->
             cell["failed_because"] = judge(cell, target_ms)
             cell["sustained"] = not cell["failed_because"]
             entry["rates"].append(cell)
-            bar.progress.advance(bar.rates)
+            bar.progress.advance(bar.runs)
             if not cell["sustained"]:
                 break  # the rate failed: higher ones would only fail harder
             entry["max_sustained_rate"] = rate
@@ -161,7 +136,7 @@ def run_one_rate(
     rate: float,
     think_s: float,
     timeout_s: float,
-    bar: Bar,
+    bar: Bars,
 ) -> dict[str, Any]:
     users = max(1, math.ceil(rate * think_s))
     journey_s = len(STEPS) * users / rate  # the staggered users have all begun after one journey's length
@@ -192,10 +167,3 @@ def run_one_rate(
     cell["cpu"] = sampler.result()
     cell["loadavg_before"] = list(loadavg_before)
     return cell
-
-
-def _postgres_version(state: LabState) -> str:
-    region = next(iter(state.plan.servers))
-    with psycopg.connect(state.server_dsn(region), autocommit=True) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    return str(row[0]) if row else "unknown"

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from movr.bench.experiment import ExperimentError
-from movr.geo import PresetError, load_preset
+from movr.bench.experiment import ExperimentError, choices, numbers, preset_option
 from movr.lab.layout import TOPOLOGIES
 
 DEFAULT_RATES = (10, 20, 40, 80, 160, 320)
@@ -68,27 +67,10 @@ class Settings:
 
 
 def _parse_rates(text: str) -> list[float]:
-    try:
-        rates = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ExperimentError(f"--rates takes comma-separated numbers, not {text!r}") from None
-    if not rates or any(not math.isfinite(r) or r <= 0 for r in rates):
-        raise ExperimentError(f"--rates must be positive numbers: {text!r}")
-    if any(later <= earlier for earlier, later in itertools.pairwise(rates)):
-        raise ExperimentError(f"--rates must rise: {text!r}")
+    rates = list(numbers(text, "--rates", float, 0, 1e9))
+    if rates[0] <= 0 or any(later <= earlier for earlier, later in itertools.pairwise(rates)):
+        raise ExperimentError(f"--rates must be positive and rise: {text!r}")
     return rates
-
-
-def _parse_topologies(text: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    bad = [name for name in names if name not in TOPOLOGIES]
-    if bad or not names:
-        raise ExperimentError(
-            f"--topologies: unknown {', '.join(bad) or '(none)'}; choose from {', '.join(TOPOLOGIES)}"
-        )
-    if len(set(names)) != len(names):
-        raise ExperimentError(f"--topologies repeats a topology: {text!r}")
-    return names
 
 
 def build_settings(
@@ -105,10 +87,7 @@ def build_settings(
 ) -> Settings:
     """Check every option before anything starts (ExperimentError: exit status 2, one line) and fill in the
     defaults."""
-    try:
-        load_preset(preset)
-    except PresetError as err:
-        raise ExperimentError(str(err)) from None
+    preset_option(preset)
     defaults = QUICK if quick else FULL
     scale = scale if scale is not None else defaults["scale"]
     duration = duration if duration is not None else defaults["duration"]
@@ -125,7 +104,7 @@ def build_settings(
     return Settings(
         preset=preset,
         scale=scale,
-        topologies=_parse_topologies(topologies_text),
+        topologies=list(choices(topologies_text, "--topologies", TOPOLOGIES)),
         rates=rates,
         duration=duration,
         warmup=warmup,

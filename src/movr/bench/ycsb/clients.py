@@ -1,9 +1,6 @@
-"""The YCSB clients: what one region's client process does for each operation, and the floor it had.
-
-`YcsbClient` reads and updates rows under one of the variants (`computed`, `default`, `rehoming`; see
-movr.bench.ycsb), `InsertClient` inserts new rows (`default`, `computed`). Each runs in its own process
-(movr.bench.fleet), and every operation returns its `Outcome`: its labels and its floor (law 3),
-computed from the row's actual home and the variant's protocol.
+"""The YCSB clients, one process per region (movr.bench.fleet): `YcsbClient` reads and updates rows under a
+variant, `InsertClient` inserts them. Every operation returns its `Outcome` with its floor (law 3), from the
+row's actual home and the variant's protocol.
 """
 
 from __future__ import annotations
@@ -63,8 +60,6 @@ class YcsbClient(BenchClient):
             return partial(self.read, key, bucket.labels)
         field = FIELDS[self.rng.randrange(FIELD_COUNT)]
         return partial(self.update, key, bucket.labels, field, self.rng.choice(self.values))
-
-    # --- the variants -------------------------------------------------------------------------------------
 
     def read(self, key: str, labels: tuple[str, ...]) -> Outcome:
         statement = Statement(READ_SQL, {"key": key})

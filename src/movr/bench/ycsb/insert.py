@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from movr.bench.experiment import Check
+from movr.bench.experiment import Check, choices
 from movr.bench.histograms import figures
 from movr.bench.output import ms
 from movr.bench.plots import pyplot, save_figure
@@ -30,7 +30,7 @@ DEFAULTS = {"quick": {"duration": 1.5, "warmup": 0.3}, "full": {"duration": 45.0
 
 
 def run(run_dir: Path, *, variants_text: str, **common: Any) -> dict[str, Any]:
-    variants = options.names(variants_text, "--variants", VARIANTS)
+    variants = choices(variants_text, "--variants", VARIANTS)
     settings = options.settings("insert", run_dir, DEFAULTS, **common)
     results: list[dict[str, Any]] = []
     verification: dict[str, Any] = {}
@@ -40,10 +40,7 @@ def run(run_dir: Path, *, variants_text: str, **common: Any) -> dict[str, Any]:
         for run_number, variant in enumerate(variants):
             load_tables(running.lab, {}, settings.seed + run_number)
             nonce = uuid.uuid4().hex[:8]
-            tasks = {
-                region: {"variant": variant, "seed": settings.seed * 1000 + run_number * 10 + i, "nonce": nonce}
-                for i, region in enumerate(regions)
-            }
+            tasks = {region: settings.task(variant, run_number, i, nonce=nonce) for i, region in enumerate(regions)}
             measured = running.measure(tasks, f"insert, {variant} region")
             for region in regions:
                 results.append(

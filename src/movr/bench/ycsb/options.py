@@ -1,20 +1,16 @@
-"""The options `movr bench ycsb | insert | rehome` share, and their validation into one `Settings`.
-
-A bad option is refused with one line (ExperimentError: exit status 2) before anything starts.
-"""
+"""The options `movr bench ycsb | insert | rehome` share, validated into one `Settings` before anything starts."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import click
 
-from movr.bench.experiment import ExperimentError, OptionDecorator
+from movr.bench.experiment import ExperimentError, OptionDecorator, preset_option
 from movr.bench.ycsb.keys import DISTRIBUTIONS
-from movr.geo import Preset, PresetError, load_preset
 from movr.lab.supervisor import LINK_MODES, LinkMode
 
 WORKLOADS = {"A": 0.50, "B": 0.95}  # share of reads; the rest are updates (YCSB core workloads A and B)
@@ -42,7 +38,6 @@ def workload_options(distribution: str) -> list[OptionDecorator]:
 class Settings:
     """One experiment's validated options, full or quick defaults filled in."""
 
-    experiment: str
     preset: str  # as the user named it (a packaged name or a TOML file): what the client processes load
     scale: float
     duration: float
@@ -62,6 +57,14 @@ class Settings:
     @property
     def read_proportion(self) -> float:
         return WORKLOADS[self.workload]
+
+    def task(self, variant: str, run_number: int, index: int, buckets: Any = None, **more: Any) -> dict[str, Any]:
+        """One client's part of one run: the variant, its own seed and, for reads and updates, the workload
+        over `buckets` (keys with a weight, and the labels their operations are reported under)."""
+        task = {"variant": variant, "seed": self.seed * 1000 + run_number * 10 + index, **more}
+        if buckets is not None:
+            task |= {"read_proportion": self.read_proportion, "distribution": self.distribution, "buckets": buckets}
+        return task
 
     def describe(self, **extra: Any) -> dict[str, Any]:
         """The result's `settings`: what every experiment states, then `extra`, the experiment's own."""
@@ -86,13 +89,6 @@ class Settings:
         }
 
 
-def preset_of(source: str) -> Preset:
-    try:
-        return load_preset(source)
-    except PresetError as err:
-        raise ExperimentError(str(err)) from None
-
-
 def settings(
     experiment: str,
     run_dir: Path,
@@ -110,7 +106,7 @@ def settings(
 ) -> Settings:
     """Validate the shared options and fill in `defaults["quick"]` or `defaults["full"]` (duration, warmup,
     and records where the experiment loads rows); the lab goes under `run_dir/<experiment>`."""
-    chosen = preset_of(preset)
+    chosen = preset_option(preset)
     filled = defaults["quick" if quick else "full"]
     scale = scale if scale is not None else (QUICK_SCALE if quick else 1.0)
     duration = duration if duration is not None else filled["duration"]
@@ -132,7 +128,6 @@ def settings(
     if regions < 2:
         raise ExperimentError(f"preset {chosen.name} has {regions} region; these experiments need at least two")
     result = Settings(
-        experiment=experiment,
         preset=preset,
         scale=scale,
         duration=duration,
@@ -150,25 +145,3 @@ def settings(
                 f"--records must be at least {regions * regions} (one row per client region in every region)"
             )
     return result
-
-
-def int_list(text: str, option: str, low: int, high: int) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ExperimentError(f"{option} takes comma-separated integers, not {text!r}") from None
-    if not values or any(not low <= v <= high for v in values):
-        raise ExperimentError(f"{option} values must be between {low} and {high}: {text!r}")
-    if len(set(values)) != len(values):
-        raise ExperimentError(f"{option} repeats a value: {text!r}")
-    return values
-
-
-def names(text: str, option: str, known: Sequence[str]) -> tuple[str, ...]:
-    values = tuple(part.strip() for part in text.split(",") if part.strip())
-    bad = [v for v in values if v not in known]
-    if bad or not values:
-        raise ExperimentError(f"{option}: unknown {', '.join(bad) or '(none)'}; choose from {', '.join(known)}")
-    if len(set(values)) != len(values):
-        raise ExperimentError(f"{option} repeats a value: {text!r}")
-    return values

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from movr.bench.experiment import Check, ExperimentError
+from movr.bench.experiment import Check, ExperimentError, numbers, preset_option
 from movr.bench.histograms import figures, merged_figures
 from movr.bench.output import ms
 from movr.bench.plots import pyplot, save_figure
@@ -53,8 +53,8 @@ def run(
 ) -> dict[str, Any]:
     if hot < 1:
         raise ExperimentError("--hot-keys must be at least 1")
-    regions = options.preset_of(common["preset"]).region_names
-    contending = options.int_list(contending_text, "--contending", 1, len(regions))
+    regions = preset_option(common["preset"]).region_names
+    contending = numbers(contending_text, "--contending", int, 1, len(regions))
     settings = options.settings(
         "rehome", run_dir, DEFAULTS, records=records, workload=workload, distribution=distribution, **common
     )
@@ -74,16 +74,15 @@ def run(
             load_tables(running.lab, rows, settings.seed + run_number)
             clients = order[:count]
             tasks = {
-                region: {
-                    "variant": variant,
-                    "read_proportion": settings.read_proportion,
-                    "distribution": settings.distribution,
-                    "buckets": [
+                region: settings.task(
+                    variant,
+                    run_number,
+                    i,
+                    [
                         {"weight": 0.5, "keys": layout.keys(region), "labels": ["private"]},
                         {"weight": 0.5, "keys": hot_range, "labels": ["hot"]},
                     ],
-                    "seed": settings.seed * 1000 + run_number * 10 + i,
-                }
+                )
                 for i, region in enumerate(clients)
             }
             measured = running.measure(tasks, f"c={count}, {variant}")

@@ -1,11 +1,6 @@
-"""Running one data-homing experiment: its lab, its client fleet, and one measured run after another.
-
-`bench(settings, factory, runs)` stands up the lab (movr.lab.supervisor.servers_up: one PostgreSQL
-primary per region and a link from every client region to every server), starts one client process per
-region (movr.bench.fleet) and a progress bar, and stops all of it however the experiment ends. Each
-`Bench.measure` is one run of the fleet between two readings of the links' counters, and `MeasuredRun`
-turns its payloads into the figures every experiment reports under the same names. `experiment` declares
-one of them the way all three are declared.
+"""Running one data-homing experiment: its lab (movr.lab.supervisor.servers_up), its client fleet
+(movr.bench.fleet), one measured run after another (`Bench.measure`), and the figures every experiment
+reports under the same names (`MeasuredRun`). `experiment` declares one of the three.
 """
 
 from __future__ import annotations
@@ -16,44 +11,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from movr.bench.experiment import Check, Experiment, ExperimentError, Figure, OptionDecorator, Result
+from movr.bench.experiment import (
+    Check,
+    Experiment,
+    ExperimentError,
+    Figure,
+    OptionDecorator,
+    Result,
+    postgresql_version,
+)
 from movr.bench.fleet import ClientFleet
-from movr.bench.floors import YCSB_FLOORS, Network
 from movr.bench.histograms import figures
-from movr.bench.output import progress_bar
+from movr.bench.output import Bars
 from movr.bench.ycsb import views
 from movr.bench.ycsb.options import OPTIONS, Settings
-from movr.bench.ycsb.tables import server_version
+from movr.floors import YCSB_FLOORS, Network
 from movr.lab.supervisor import LabError, ServerLab, servers_up
 
 DATABASE = "movr_bench"
-
-
-class RunProgress:
-    """One bar for the experiment's runs, one for the current run's warm-up and measured window."""
-
-    def __init__(self, runs: int) -> None:
-        self.bar = progress_bar()
-        self.runs = self.bar.add_task("runs", total=runs, detail="")
-        self.current = self.bar.add_task("", total=1, detail="")
-
-    def __enter__(self) -> RunProgress:
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(None, None, None)
-
-    def start(self, label: str, seconds: float) -> Callable[[float, int], None]:
-        self.bar.reset(self.current, total=seconds, description=label, detail="")
-
-        def update(elapsed: float, measured: int) -> None:
-            self.bar.update(self.current, completed=elapsed, detail=f"{measured} ops measured")
-
-        return update
-
-    def done(self) -> None:
-        self.bar.advance(self.runs)
 
 
 def op_figures(payload: Mapping[str, Any], op: str, labels: Sequence[str]) -> dict[str, Any]:
@@ -62,10 +37,7 @@ def op_figures(payload: Mapping[str, Any], op: str, labels: Sequence[str]) -> di
     result = figures(payload, op)
     for label in labels:
         group, _, name = label.partition("=")
-        if name:
-            result.setdefault(f"by_{group}", {})[name] = figures(payload, f"{op}|{label}")
-        else:
-            result.setdefault("by_access", {})[label] = figures(payload, f"{op}|{label}")
+        result.setdefault(f"by_{group}" if name else "by_access", {})[name or label] = figures(payload, f"{op}|{label}")
     return result
 
 
@@ -126,7 +98,7 @@ class Bench:
     settings: Settings
     lab: ServerLab
     fleet: ClientFleet
-    progress: RunProgress
+    bars: Bars  # the runs done, and the current run's warm-up and measured window
 
     def result(self, **described: Any) -> dict[str, Any]:
         """The result's body as every experiment here starts it; `described`: the experiment's own settings."""
@@ -135,7 +107,7 @@ class Bench:
             "preset_source": self.settings.preset,
             "scale": self.settings.scale,
             "settings": self.settings.describe(**described),
-            "versions": {"postgresql": server_version(self.lab)},
+            "versions": {"postgresql": postgresql_version(self.lab.server_dsn(self.lab.regions[0]))},
             "network": Network(self.lab.preset, self.settings.scale).describe(),
             "floors": YCSB_FLOORS,
         }
@@ -144,12 +116,16 @@ class Bench:
         """Run the fleet once, warm-up and measured window, between two readings of the links' counters: they
         count from the lab's start, so only readings right around the run give its clients' round trips alone,
         not those of every run before it."""
-        settings = self.settings
+        settings, bars = self.settings, self.bars
         before = self.lab.counters()
-        update = self.progress.start(label, settings.warmup + settings.duration)
+        bars.progress.reset(bars.current, total=settings.warmup + settings.duration, description=label, detail="")
+
+        def update(elapsed: float, measured: int) -> None:
+            bars.progress.update(bars.current, completed=elapsed, detail=f"{measured} ops measured")
+
         payloads = self.fleet.run(tasks, settings.warmup, settings.duration, settings.tail_s, update)
         after = self.lab.counters()
-        self.progress.done()
+        bars.progress.advance(bars.runs)
         return MeasuredRun(self.lab, settings.duration, payloads, before, after)
 
 
@@ -166,9 +142,11 @@ def bench(settings: Settings, factory: str, runs: int) -> Iterator[Bench]:
             )
         except LabError as error:
             raise ExperimentError(str(error).splitlines()[0]) from None
-        fleet = stack.enter_context(ClientFleet(lab, lab.regions, factory))
-        progress = stack.enter_context(RunProgress(runs))
-        yield Bench(settings, lab, fleet, progress)
+        fleet = ClientFleet(lab, factory)
+        stack.callback(fleet.close)
+        bars = Bars("runs", runs)
+        stack.enter_context(bars.progress)
+        yield Bench(settings, lab, fleet, bars)
 
 
 def experiment(

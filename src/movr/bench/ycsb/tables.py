@@ -10,9 +10,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import psycopg
+
+if TYPE_CHECKING:
+    from movr.lab.supervisor import ServerLab
 
 FIELD_COUNT = 10
 FIELD_LENGTH = 100  # bytes per field, YCSB's default
@@ -29,20 +32,12 @@ CLAIM_SQL = "INSERT INTO usertable_keys (ycsb_key) VALUES (%(key)s)"
 UNCLAIM_SQL = "DELETE FROM usertable_keys WHERE ycsb_key = %(key)s"
 
 
-class Servers(Protocol):
-    """What loading and counting need of the lab (movr.lab.supervisor.ServerLab)."""
-
-    regions: list[str]
-
-    def server_dsn(self, region: str) -> str: ...
-
-
 def field_values(rng: random.Random, count: int = 256) -> list[str]:
     """A pool of field values to draw rows and updates from (drawing is cheap; making one is not)."""
     return [rng.randbytes(FIELD_LENGTH // 2).hex() for _ in range(count)]
 
 
-def each_server(lab: Servers, fn: Callable[[str, psycopg.Connection], None]) -> None:
+def each_server(lab: ServerLab, fn: Callable[[str, psycopg.Connection], None]) -> None:
     """Run `fn(region, connection)` on every server at once (autocommit, straight to the server)."""
 
     def one(region: str) -> None:
@@ -54,21 +49,13 @@ def each_server(lab: Servers, fn: Callable[[str, psycopg.Connection], None]) -> 
             future.result()
 
 
-def server_version(lab: Servers) -> str:
-    with psycopg.connect(lab.server_dsn(lab.regions[0]), autocommit=True) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    return str(row[0]) if row else "unknown"
-
-
-def roll_back_prepared(conn: psycopg.Connection) -> int:
+def roll_back_prepared(conn: psycopg.Connection) -> None:
     """Roll back prepared transactions a killed client left behind (they would hold their locks forever)."""
-    gids = [row[0] for row in conn.execute("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()")]
-    for gid in gids:
+    for (gid,) in conn.execute("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()").fetchall():
         conn.execute(psycopg.sql.SQL("ROLLBACK PREPARED {}").format(psycopg.sql.Literal(gid)))
-    return len(gids)
 
 
-def load_tables(lab: Servers, rows_by_region: Mapping[str, Sequence[str]], seed: int) -> None:
+def load_tables(lab: ServerLab, rows_by_region: Mapping[str, Sequence[str]], seed: int) -> None:
     """Fresh ``usertable`` on every server holding the keys homed there, and an empty ``usertable_keys``."""
 
     def reset(region: str, conn: psycopg.Connection) -> None:
@@ -89,7 +76,7 @@ def load_tables(lab: Servers, rows_by_region: Mapping[str, Sequence[str]], seed:
     each_server(lab, reset)
 
 
-def count_rows(lab: Servers) -> dict[str, dict[str, int]]:
+def count_rows(lab: ServerLab) -> dict[str, dict[str, int]]:
     """Rows and claims on every server."""
     counts: dict[str, dict[str, int]] = {}
 

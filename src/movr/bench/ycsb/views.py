@@ -25,10 +25,6 @@ def claim(name: str, measured: Any, holds: bool) -> Check:
     return Check(name, holds, f"measured {json.dumps(measured, default=str)}")
 
 
-# --------------------------------------------------------------------------------------------------------
-# Tables: on the terminal and in the report alike
-
-
 @dataclass
 class Grid:
     """One table of a result: printed by the command (rich) and shown in its report section (HTML)."""
@@ -102,10 +98,6 @@ def error_notes(rows: Sequence[Mapping[str, Any]]) -> list[Note]:
         for row in rows
         if row.get("errors")
     ]
-
-
-# --------------------------------------------------------------------------------------------------------
-# Charts (matplotlib)
 
 
 def bars(axis: Any, groups: list[str], series: Mapping[str, Sequence[Mapping[str, Any] | None]]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from movr.bench.experiment import Check
+from movr.bench.experiment import Check, choices, numbers
 from movr.bench.output import ms
 from movr.bench.plots import pyplot, save_figure
 from movr.bench.ycsb import options, views
@@ -42,8 +42,8 @@ def run(
     records: int | None,
     **common: Any,
 ) -> dict[str, Any]:
-    localities = options.int_list(locality_text, "--locality", 0, 100)
-    variants = options.names(variants_text, "--variants", VARIANTS)
+    localities = numbers(locality_text, "--locality", int, 0, 100)
+    variants = choices(variants_text, "--variants", VARIANTS)
     settings = options.settings(
         "ycsb", run_dir, DEFAULTS, records=records, workload=workload, distribution=distribution, **common
     )
@@ -56,31 +56,18 @@ def run(
         for run_number, (variant, locality) in enumerate(runs):
             layout = KeyLayout(tuple(regions), per_region, computed=variant == "computed")
             load_tables(running.lab, {r: layout.keys(r) for r in regions}, settings.seed + run_number)
+            remote = (1 - locality / 100) / (len(regions) - 1)  # the share of each other region's rows
             tasks = {}
             for index, region in enumerate(regions):
                 buckets = [
                     {
-                        "weight": locality / 100,
-                        "keys": layout.part(region, region),
-                        "labels": ["local", f"home={region}"],
+                        "weight": locality / 100 if home == region else remote,
+                        "keys": layout.part(home, region),
+                        "labels": ["local" if home == region else "remote", f"home={home}"],
                     }
+                    for home in [region, *(h for h in regions if h != region)]
                 ]
-                for home in regions:
-                    if home != region:
-                        buckets.append(
-                            {
-                                "weight": (1 - locality / 100) / (len(regions) - 1),
-                                "keys": layout.part(home, region),
-                                "labels": ["remote", f"home={home}"],
-                            }
-                        )
-                tasks[region] = {
-                    "variant": variant,
-                    "read_proportion": settings.read_proportion,
-                    "distribution": settings.distribution,
-                    "buckets": [b for b in buckets if b["weight"] > 0],
-                    "seed": settings.seed * 1000 + run_number * 10 + index,
-                }
+                tasks[region] = settings.task(variant, run_number, index, [b for b in buckets if b["weight"] > 0])
             measured = running.measure(tasks, f"{variant} @ {locality}%")
             labels = ["local", "remote", *(f"home={h}" for h in regions)]
             for region in regions:
@@ -96,10 +83,6 @@ def run(
                 )
     result["results"] = results
     return result
-
-
-# --------------------------------------------------------------------------------------------------------
-# What the tracker asks the runs to show
 
 
 def checks(result: Mapping[str, Any]) -> list[Check]:
@@ -144,10 +127,6 @@ def checks(result: Mapping[str, Any]) -> list[Check]:
     return found
 
 
-# --------------------------------------------------------------------------------------------------------
-# Tables
-
-
 def grids(result: Mapping[str, Any]) -> list[views.Grid]:
     rows = sorted(result["results"], key=lambda r: (-r["locality"], VARIANTS.index(r["variant"]), r["region"]))
     found = []
@@ -186,10 +165,6 @@ def remote_by_home(result: Mapping[str, Any]) -> list[views.Grid]:
                     grid.rows.append([f"{locality}%", region, home, *cells])
         found.append(grid)
     return found
-
-
-# --------------------------------------------------------------------------------------------------------
-# The chart and the headline
 
 
 def plot(result: Mapping[str, Any], path: Path) -> None:
