@@ -6,7 +6,9 @@ and turns its refusals into one-line errors (exit status 2).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -111,7 +113,19 @@ def wait_for_interrupt() -> None:
         signal.signal(sig, lambda *_: stop.set())
     console.print("serving; press Ctrl-C to stop")
     while not stop.wait(0.5):
-        pass
+        reap_children()
+
+
+def reap_children() -> None:
+    """Collect the exit status of this process's children that have ended.
+
+    While we serve, the lab's servers are our children: a server killed by a fault (from the console, or
+    `movr lab fail` in another terminal) stays a zombie until its parent reaps it, and a zombie postmaster
+    keeps its pid and lock file, so the heal could not start the server again.
+    """
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
 
 
 @lab_group.command("down")
