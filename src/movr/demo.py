@@ -38,6 +38,7 @@ def run_demo(*, run_dir: Path, serve: bool, preset_source: str = "gcp-3", scale:
     from movr.bench.journey_views import print_tables
     from movr.geo import load_preset
     from movr.lab.cli import wait_for_interrupt
+    from movr.lab.console.page import console_url
     from movr.lab.supervisor import LabError, lab_down, processes_left
     from movr.store.sample import SAMPLE_PASSWORD, generate
 
@@ -80,7 +81,7 @@ def run_demo(*, run_dir: Path, serve: bool, preset_source: str = "gcp-3", scale:
                 "pick where you browse from in the navigation."
             )
             console.print(
-                f"[bold]The lab console is at {state.balancer_url}/lab/[/] — every region, server and link "
+                f"[bold]The lab console is at {console_url(state)}[/] — every region, server and link "
                 "live, the requests as they cross them; break one and watch what happens."
             )
             wait_for_interrupt()

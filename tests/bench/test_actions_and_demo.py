@@ -124,7 +124,7 @@ def test_demo_serves_the_multi_lab_and_its_console_until_interrupted(tmp_path: P
         app = re.search(r"MovR is at (http://127\.0\.0\.1:\d+) ", printed)
         lab_console = re.search(r"The lab console is at (\S+) ", printed)
         assert app and lab_console, printed
-        assert lab_console.group(1) == app.group(1) + "/lab/"
+        assert lab_console.group(1).startswith(app.group(1) + "/lab/?token=")
         assert requests.get(app.group(1) + "/", timeout=30).status_code == 200
         page = requests.get(lab_console.group(1), timeout=30)
         assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]

@@ -20,6 +20,7 @@ from playwright.sync_api import Page, expect
 
 from movr.bench.journey import ratios, run_journey, summarize
 from movr.geo import load_preset
+from movr.lab.console.page import console_url
 from movr.lab.control import TOKEN_HEADER
 from movr.lab.state import LabState
 from movr.lab.status import collect_status
@@ -109,7 +110,7 @@ def api(lab: LabState, path: str, body: dict | None = None) -> requests.Response
 
 
 def open_console(page: Page, lab: LabState) -> None:
-    response = page.goto(f"{lab.balancer_url}/lab/")
+    response = page.goto(console_url(lab))  # as `movr lab up` prints it: the token opens the page once
     assert response is not None and response.status == 200
     expect(page.get_by_test_id("live-state")).to_have_attribute("data-state", "live", timeout=10_000)
 

@@ -97,12 +97,21 @@ def region_seen_down(status: dict, region: str) -> bool:
     return not server["running"] and table["forced_down"]
 
 
-def test_the_page_names_every_region_and_carries_the_token(console):
-    reply = requests.get(f"{console.base}/", timeout=30)
-    assert reply.status_code == 200 and reply.headers["Content-Type"].startswith("text/html")
+def test_the_page_names_every_region_and_opens_only_with_the_token(console):
+    locked = requests.get(f"{console.base}/", timeout=30)
+    assert locked.status_code == 200 and locked.headers["Content-Type"].startswith("text/html")
     for region in REGIONS:
-        assert region in reply.text
+        assert region in locked.text
+    assert console.token not in locked.text and 'data-testid="console-locked"' in locked.text
+    assert requests.get(f"{console.base}/?token=not-this-labs", timeout=30).status_code == 403
+
+    browser = requests.Session()
+    opened = browser.get(f"{console.base}/?token={console.token}", timeout=30, allow_redirects=False)
+    assert opened.status_code == 303 and opened.headers["Location"] == "/lab/"
+    assert "HttpOnly" in opened.headers["Set-Cookie"] and "SameSite=Strict" in opened.headers["Set-Cookie"]
+    reply = browser.get(f"{console.base}/", timeout=30)
     assert f'<meta name="movr-lab-token" content="{console.token}">' in reply.text
+    assert 'data-testid="console-locked"' not in reply.text
     assert "script-src 'self'" in reply.headers["Content-Security-Policy"]
     # The app's own Bootstrap and stylesheet, served by the console as they are.
     for asset in ("vendor/bootstrap/css/bootstrap.min.css", "vendor/movr/movr.css"):

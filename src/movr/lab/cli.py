@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from movr.cli_support import CliError, cli_errors, default_run_dir
+from movr.lab.console.page import console_url
 from movr.lab.console.placement import TABLES as PLACEMENT_TABLES
 from movr.lab.console.placement import rows_per_server
 from movr.lab.domicile import audit
@@ -97,7 +98,7 @@ def up_command(
         f"[bold green]MovR lab up[/]: {topology} on {state.preset.name} (delays x{scale:g}{goal}) — "
         f"open [bold]{state.balancer_url}[/]"
     )
-    console.print(f"lab console: [bold]{state.balancer_url}/lab/[/] (docs/lab.md, Console)")
+    console.print(f"lab console: [bold]{console_url(state)}[/] (docs/lab.md, Console)", soft_wrap=True)
     if no_serve:
         console.print("stop it with: movr lab down")
         return

@@ -7,6 +7,7 @@ from typing import Any
 import psycopg
 
 from movr.lab import control
+from movr.lab.console.page import console_url
 from movr.lab.links import fetch_links
 from movr.lab.processes import is_alive
 from movr.lab.standbys import replication_status
@@ -39,6 +40,7 @@ def collect_status(state: LabState) -> dict[str, Any]:
         "preset": state.preset.name,
         "scale": state.scale,
         "balancer_url": state.balancer_url,
+        "console_url": console_url(state) if state.balancer_url else None,  # carries the token: 0600 state
         # Alive: the recorded pid still runs what the lab started there (not whatever reused it).
         "processes": [{**vars(p), "alive": is_alive(p)} for p in state.processes],
         "servers": servers,

@@ -18,6 +18,8 @@ def print_status(console: Console, status: dict) -> None:
         f"[bold]{status['topology']}[/] lab, preset {status['preset']}, delays x{status['scale']:g}, "
         + (f"balancer {status['balancer_url']}" if status["balancer_url"] else "servers and links only")
     )
+    if status.get("console_url"):
+        console.print(f"console {status['console_url']}", soft_wrap=True)
     processes = Table(title="processes")
     for column in ("name", "kind", "pid", "port", "alive"):
         processes.add_column(column)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -81,10 +82,21 @@ class Handlers:
 
     # --- pages ---
 
-    async def page(self, _request: web.Request) -> web.Response:
+    async def page(self, request: web.Request) -> web.Response:
+        offered = request.query.get("token")
+        if offered is not None:
+            if not self._is_token(offered):
+                return _error(403, "forbidden", "that link's token is not this lab's: see `movr lab status`")
+            opened = web.HTTPSeeOther("/lab/", headers=page.SECURITY_HEADERS)
+            opened.set_cookie(page.COOKIE, offered, path="/lab/", httponly=True, samesite="Strict")
+            raise opened
+        unlocked = self._is_token(request.cookies.get(page.COOKIE, ""))
         state = await self._run(self.console.state)
-        text = page.render(state, self.console.token)
+        text = page.render(state, self.console.token if unlocked else "")
         return web.Response(text=text, content_type="text/html", headers=page.SECURITY_HEADERS)
+
+    def _is_token(self, offered: str) -> bool:
+        return bool(offered) and hmac.compare_digest(offered.encode(), self.console.token.encode())
 
     async def not_found(self, request: web.Request) -> web.Response:
         return _error(404, "not_found", f"no console page or endpoint {request.path}")

@@ -2,7 +2,11 @@
 before any script runs (the lab's token, its regions, the app's URL); and where its static files come from.
 
 The page names every region of the preset in its HTML, so it says what the lab is even without JavaScript.
-The token goes in a <meta> tag: the page's own scripts read it (same origin); a page of another site cannot.
+The console can break the lab, so the page opens only with the lab's token, the way a notebook server's
+does: `movr lab up` and `movr demo` print `<balancer>/lab/?token=…`; that request sets an HttpOnly,
+SameSite=Strict cookie and redirects to `/lab/`, so the token leaves the address bar. Without the token or
+the cookie the page still names the lab's regions, locked: no token in it, no controls. With it, the token
+goes in a <meta> tag for the page's own scripts (same origin; a page of another site cannot read it).
 The app's vendored Bootstrap (flask_bootstrap's files) and its stylesheet are served as they are: the same
 files, not copies.
 """
@@ -62,9 +66,27 @@ def regions_html(state: LabState) -> str:
     return "".join(items)
 
 
+COOKIE = "movr_lab_console"
+_ALERT = 'id="console-alert" class="alert alert-danger d-none" role="alert" data-testid="console-alert"></div>'
+_LOCKED = (
+    'id="console-alert" class="alert alert-warning" role="alert" data-testid="console-locked">'
+    "<strong>This console is locked.</strong> It can break the lab, so it opens only with the lab's token: open "
+    "the console URL that <code>movr lab up</code> or <code>movr demo</code> printed (it ends in "
+    "<code>?token=…</code>), or run <code>movr lab status</code> to see it again.</div>"
+)
+
+
+def console_url(state: LabState) -> str:
+    """The URL that opens the console: the lab's token in the query, once (it becomes a cookie of the page)."""
+    return f"{state.balancer_url}/lab/?token={state.control_token}"
+
+
 def render(state: LabState, token: str) -> str:
+    """The page; `token` "" renders it locked (what the lab is, no controls: see `console_url`)."""
     template_path = STATIC_DIR / "index.html"
     template = template_path.read_text() if template_path.is_file() else _FALLBACK
+    if not token:
+        template = template.replace(_ALERT, _LOCKED)
     values = {
         "__MOVR_LAB_TOKEN__": html.escape(token),
         "__MOVR_LAB_TITLE__": html.escape(title(state)),

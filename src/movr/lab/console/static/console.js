@@ -1565,6 +1565,7 @@
   // --- start ---------------------------------------------------------------------------------------------------
 
   async function start() {
+    if (!TOKEN) return; // a locked page: it says, server-rendered, how to open it with the lab's token
     try {
       state.topo = await api("/lab/api/topology");
     } catch (error) {
