@@ -9,9 +9,10 @@ endpoint can answer is listed with its schema.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from apiflask import APIBlueprint
+from apiflask import APIBlueprint, Schema
 from flask import current_app
 from flask_login import login_user, logout_user
 
@@ -52,19 +53,30 @@ STATUS_TEXT = {
     503: "The database for that region is not reachable",
 }
 BODY = (400, 413, 422)  # what any endpoint with a JSON body can answer
+View = TypeVar("View", bound=Callable[..., Any])
 
 
 def responses(*statuses: int) -> dict[int, str]:
     return {status: STATUS_TEXT[status] for status in sorted(set(statuses))}
 
 
+def creates(body: type[Schema], created: type[Schema], description: str) -> Callable[[View], View]:
+    """A write that creates something: its JSON `body`, the `headers` with its Idempotency-Key (a retry
+    with the same key gets the first answer), and a 201 with what it `created`."""
+
+    def declare(view: View) -> View:
+        view = api.output(created, status_code=201, description=description)(view)
+        view = api.input(IdempotencyHeaders, location="headers", arg_name="headers")(view)
+        return api.input(body, arg_name="body")(view)
+
+    return declare
+
+
 # --- users and sessions ------------------------------------------------------------------------------
 
 
 @api.post("/users")
-@api.input(SignUpIn, arg_name="body")
-@api.input(IdempotencyHeaders, location="headers", arg_name="headers")
-@api.output(UserOut, status_code=201, description="The new user")
+@creates(SignUpIn, UserOut, "The new user")
 @api.doc(summary="Sign up", responses=responses(*BODY, 409, 429, 503))
 def create_user(body: dict[str, Any], headers: dict[str, Any]) -> Any:
     return actions.register(current.backend(), **body, idempotency_key=headers.get("idempotency_key"))
@@ -160,9 +172,7 @@ def list_city_vehicles(city: str, query: dict[str, Any]) -> Any:
 
 
 @api.post("/vehicles")
-@api.input(VehicleIn, arg_name="body")
-@api.input(IdempotencyHeaders, location="headers", arg_name="headers")
-@api.output(VehicleOut, status_code=201, description="The vehicle, listed in your home city")
+@creates(VehicleIn, VehicleOut, "The vehicle, listed in your home city")
 @api.doc(summary="Add a vehicle", security=AUTH, responses=responses(*BODY, 401, 403, 404, 409, 503))
 def create_vehicle(body: dict[str, Any], headers: dict[str, Any]) -> Any:
     rider = api_rider(write=True)
@@ -198,9 +208,7 @@ def delete_vehicle(city: str, vehicle_id: uuid.UUID) -> Any:
 
 
 @api.post("/rides")
-@api.input(RideIn, arg_name="body")
-@api.input(IdempotencyHeaders, location="headers", arg_name="headers")
-@api.output(RideOut, status_code=201, description="The ride, open")
+@creates(RideIn, RideOut, "The ride, open")
 @api.doc(summary="Start a ride", security=AUTH, responses=responses(*BODY, 401, 403, 404, 409, 503))
 def create_ride(body: dict[str, Any], headers: dict[str, Any]) -> Any:
     rider = api_rider(write=True)
@@ -228,15 +236,7 @@ def list_my_rides() -> Any:
 @api.output(RideOut, description="The ride, ended; its vehicle is available again")
 @api.doc(summary="End my ride", security=AUTH, responses=responses(*BODY, 401, 403, 404, 409, 503))
 def end_ride(city: str, ride_id: uuid.UUID, body: dict[str, Any]) -> Any:
-    rider = api_rider(write=True)
-    return actions.end_ride(
-        current.backend(),
-        city=current.known_city(city),
-        ride_id=ride_id,
-        rider_id=rider.id,
-        location=body["location"],
-        session=rider.session,
-    )
+    return _on_my_ride(actions.end_ride, city, ride_id, location=body["location"])
 
 
 @api.post("/rides/<city>/<uuid:ride_id>/promo-code")
@@ -246,14 +246,20 @@ def end_ride(city: str, ride_id: uuid.UUID, body: dict[str, Any]) -> Any:
     summary="Apply a promo code to my open ride", security=AUTH, responses=responses(*BODY, 401, 403, 404, 409, 503)
 )
 def apply_promo_code(city: str, ride_id: uuid.UUID, body: dict[str, Any]) -> Any:
+    return _on_my_ride(actions.apply_promo_code, city, ride_id, code=body["code"])
+
+
+def _on_my_ride(action: Callable[..., Any], city: str, ride_id: uuid.UUID, **fields: Any) -> Any:
+    """A write `action` on one of the signed-in rider's rides, named by its path (the rider first: a request
+    without a valid sign-in is a 401 whatever the path names)."""
     rider = api_rider(write=True)
-    return actions.apply_promo_code(
+    return action(
         current.backend(),
         city=current.known_city(city),
         ride_id=ride_id,
         rider_id=rider.id,
-        code=body["code"],
         session=rider.session,
+        **fields,
     )
 
 

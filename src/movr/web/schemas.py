@@ -145,9 +145,14 @@ class IdempotencyHeaders(Schema):
 # --- responses ---------------------------------------------------------------------------------------
 
 
-class UserPublicOut(Schema):
+class RowOut(Schema):
+    """A user, vehicle or ride, named as its table keys it: by its city (which homes the row) and id."""
+
     city = String(required=True)
     id = UUID(required=True)
+
+
+class UserPublicOut(RowOut):
     username = String(required=True)
     first_name = String(required=True)
     last_name = String(required=True)
@@ -155,7 +160,7 @@ class UserPublicOut(Schema):
 
 
 class UserOut(UserPublicOut):
-    email = String(required=True)
+    email = String(required=True, metadata={"description": "in your own record only; a city's user list leaves it out"})
 
 
 class SessionOut(Schema):
@@ -174,9 +179,7 @@ class CityOut(Schema):
     local = Boolean(required=True, metadata={"description": "homed in the region of this app server"})
 
 
-class VehicleOut(Schema):
-    city = String(required=True)
-    id = UUID(required=True)
+class VehicleOut(RowOut):
     type = String(required=True, validate=OneOf(VEHICLE_TYPES))
     owner_id = UUID(required=True)
     owner_username = String(required=True, metadata={"description": "empty where the listing does not join it"})
@@ -187,9 +190,7 @@ class VehicleOut(Schema):
     date_added = DateTime(required=True, allow_none=True)
 
 
-class RideOut(Schema):
-    city = String(required=True)
-    id = UUID(required=True)
+class RideOut(RowOut):
     rider_id = UUID(required=True)
     vehicle_id = UUID(required=True)
     vehicle_type = String(required=True)

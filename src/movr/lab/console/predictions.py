@@ -12,7 +12,6 @@ from movr.geo import Preset
 from movr.lab.console.faults import Fault, crossing_links
 from movr.lab.state import LabState
 from movr.lab.survival import (
-    commit_wait_ms,
     current_primaries,
     likely_successor,
     lost_servers,
@@ -60,16 +59,21 @@ def _next_region(state: LabState, region: str) -> str | None:
     return state.preset.nearest_regions(city, others)[0]
 
 
+# A new username is claimed in every region (movr.store.claims): while one region's data is unreachable, no
+# sign-up anywhere can prove its name unique.
+SIGN_UPS_EVERYWHERE = " Sign-ups everywhere fail meanwhile: a new name must be claimed in every region."
+
+
 def predict(fault: Fault, state: LabState) -> str:
     if fault.action == "kill" and fault.kind == "region":
         return _kill_region(state, str(fault.target))
     if fault.action == "kill":
         return _kill_server(state, str(fault.target))
     if fault.action == "partition":
-        return _partition(state, fault.pair)
+        return _links_fault(state, fault.pair, None)
     if fault.action == "delay":
         assert fault.delay_ms is not None
-        return _delay(state, fault.pair, fault.delay_ms)
+        return _links_fault(state, fault.pair, fault.delay_ms)
     return _heal(state, fault)
 
 
@@ -94,7 +98,7 @@ def _kill_region(state: LabState, region: str) -> str:
     if layout is None:
         return (
             f"{_of(preset, region)} become unavailable: {region}'s data has no copy elsewhere (no survival "
-            f"goal), so it waits for the heal; nothing committed is lost.{detour}"
+            f"goal), so it waits for the heal; nothing committed is lost.{SIGN_UPS_EVERYWHERE}{detour}"
         )
     primaries = current_primaries(state)
     lost = lost_servers(layout, preset, region)
@@ -112,6 +116,8 @@ def _kill_region(state: LabState, region: str) -> str:
             f"{_of(preset, group)} become unavailable: {group} keeps every replica inside the region (zone "
             "survival), so its data waits for the heal; nothing acknowledged is lost."
         )
+    if promised.unavailable:
+        sentences.append(SIGN_UPS_EVERYWHERE.strip())
     sentences += _writes_waiting(state, lost, skip=promised.fail_over + promised.unavailable)
     if not sentences:
         return f"Nothing changes for clients' data: no primary runs in {region}.{detour}"
@@ -171,18 +177,13 @@ def _kill_server(state: LabState, name: str) -> str:
     )
 
 
-def _partition(state: LabState, pair: tuple[str, str]) -> str:
-    a, b = pair
-    links = crossing_links(state, pair)
-    if not links:
-        return f"Nothing changes: no link joins {a} and {b} in this lab."
-    sentence = (
-        f"The {len(links)} link(s) between {a} and {b} go down until healed: requests that need data on the other "
-        "side fail, each region keeps serving the data it holds, and nothing fails over (both sides still run)."
-    )
+def _groups_waiting_across(state: LabState, pair: tuple[str, str]) -> list[str]:
+    """The groups whose primary is in one region of the pair and whose synchronous standbys are all in the
+    other: their commits wait on what crosses between the two (none without a survival goal)."""
     layout = state.plan.survival
     if layout is None:
-        return sentence
+        return []
+    a, b = pair
     primaries = current_primaries(state)
     waiting = []
     for group in layout.groups:
@@ -193,37 +194,33 @@ def _partition(state: LabState, pair: tuple[str, str]) -> str:
         sync = sync_members(layout, group, primaries[group])
         if sync and all(layout.servers[m].region == other for m in sync):
             waiting.append(group)
-    if waiting:
-        cities = cities_text(c for g in waiting for c in state.preset.regions[g].cities)
-        sentence += f" {possessive(cities)} writes wait: their synchronous standbys are across the cut."
-    return sentence
+    return waiting
 
 
-def _delay(state: LabState, pair: tuple[str, str], delay_ms: float) -> str:
+def _links_fault(state: LabState, pair: tuple[str, str], delay_ms: float | None) -> str:
+    """A partition (no delay_ms) or an added delay on the links between two regions."""
     a, b = pair
-    links = crossing_links(state, pair)
+    links = len(crossing_links(state, pair))
     if not links:
         return f"Nothing changes: no link joins {a} and {b} in this lab."
+    waiting = _groups_waiting_across(state, pair)
+    if delay_ms is None:
+        sentence = (
+            f"The {links} link(s) between {a} and {b} go down until healed: requests that need data on the other "
+            "side fail, each region keeps serving the data it holds, and nothing fails over (both sides still run)."
+        )
+        if state.topology == "multi":
+            sentence += f" Sign-ups in {a} and {b} fail meanwhile: a new name must be claimed in every region."
+        if waiting:
+            cities = cities_text(c for g in waiting for c in state.preset.regions[g].cities)
+            sentence += f" {possessive(cities)} writes wait: their synchronous standbys are across the cut."
+        return sentence
     sentence = (
-        f"Every round trip between {a} and {b} takes {delay_ms:g} ms longer ({len(links)} link(s)): a request that "
+        f"Every round trip between {a} and {b} takes {delay_ms:g} ms longer ({links} link(s)): a request that "
         "crosses pays it once per WAN round trip; requests that stay in their region do not notice."
     )
-    layout = state.plan.survival
-    if layout is None:
-        return sentence
-    primaries = current_primaries(state)
-    slower = []
-    for group in layout.groups:
-        here = layout.servers[primaries[group]].region
-        if here not in pair:
-            continue
-        other = b if here == a else a
-        nearest = commit_wait_ms(layout, state.preset, group, primaries[group])
-        sync_regions = {layout.servers[m].region for m in sync_members(layout, group, primaries[group])}
-        if nearest is not None and sync_regions == {other}:
-            slower.append(group)
-    if slower:
-        sentence += f" Writes of {', '.join(slower)} commit {delay_ms:g} ms slower: they wait for a standby across."
+    if waiting:
+        sentence += f" Writes of {', '.join(waiting)} commit {delay_ms:g} ms slower: they wait for a standby across."
     return sentence
 
 
