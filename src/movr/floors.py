@@ -11,8 +11,9 @@ Every experiment asks this module, so that "x times the floor" means the same ev
 - `step_floor`: a journey step (`movr bench journey`, `movr demo`, `movr bench throughput`). The WAN round
   trips it cannot avoid depend on the topology (`journey_wan_rtts`): none in `single` (app and data together)
   and in `multi` for data homed in the client's region; one per statement to the primary region in
-  `hybrid`; and for a `multi` sign-up whose username directory is homed elsewhere, the two rounds of a
-  two-phase commit (prepare, commit) to that region. A survival goal adds `journey_commit_ms`.
+  `hybrid`; and for a `multi` sign-up, one round trip to the farthest other region: global uniqueness
+  without a global clock must hear from every region that may hold the name, in one parallel round (what
+  CockroachDB's uniqueness check pays, and the lab's claims). A survival goal adds `journey_commit_ms`.
 - `request_floor`: any request the lab's balancer forwarded (the lab console), from what its response says.
 - `failover_floor`: a failover drill's request, against the data's primary *now* (it may have moved) and
   the nearest synchronous standby still alive.
@@ -30,7 +31,6 @@ from typing import Any
 from movr.geo import Preset
 from movr.lab.layout import SurvivalLayout
 from movr.lab.survival import commit_wait_ms
-from movr.store.regional import directory_region
 
 JOURNEY_WRITES = ("sign up", "add vehicle", "start ride", "end ride")
 
@@ -75,11 +75,11 @@ def journey_wan_rtts(
     step: str,
     served_by: str,
     city: str,
-    username: str,
     statements: int,
     directory_regions: Sequence[str] | None = None,
 ) -> list[float]:
-    """The RTTs (ms, unscaled) of the WAN round trips this step cannot avoid in this topology."""
+    """The RTTs (ms, unscaled) of the WAN round trips this step cannot avoid in this topology.
+    `directory_regions`: where names may be claimed (data domiciling); default every region."""
     primary = preset.primary_region
     if topology == "single":
         return []
@@ -88,32 +88,37 @@ def journey_wan_rtts(
     home = preset.region_of(city)
     rtts = [preset.rtt_ms(served_by, home)] * statements if served_by != home else []
     if step == "sign up":
-        directory = directory_region(preset, username, directory_regions)
-        if directory != served_by:
-            rtts += [preset.rtt_ms(served_by, directory)] * 2
+        others = uniqueness_regions(preset, served_by, home, directory_regions)
+        if others:
+            rtts.append(max(preset.rtt_ms(served_by, region) for region in others))
     return rtts
 
 
-def journey_commit_ms(
-    layout: SurvivalLayout | None, preset: Preset, step: str, served_by: str, city: str, directory: str
-) -> float:
+def uniqueness_regions(
+    preset: Preset, served_by: str, home: str, directory_regions: Sequence[str] | None = None
+) -> list[str]:
+    """The regions other than the serving and the home region that a sign-up must hear from."""
+    return [r for r in (directory_regions or preset.region_names) if r not in (served_by, home)]
+
+
+def journey_commit_ms(layout: SurvivalLayout | None, preset: Preset, step: str, served_by: str, city: str) -> float:
     """What a survival goal adds (ms, unscaled) to the floor of one journey step: its commits' wait for the
     nearest synchronous standby of each group it writes, beyond the WAN round trips already in the floor.
 
-    A one-server write waits once. A sign-up whose username directory is homed in another region commits by
-    two-phase commit: in each of its two rounds the home server and the directory server both wait for their
-    quorum, in parallel, the directory's behind its WAN round trip (counted in `journey_wan_rtts`).
+    A one-server write waits once. A sign-up's round to the other regions commits a write in each, which
+    waits for that region's quorum behind its WAN round trip: the round ends when the slowest answers.
     """
     if layout is None or step not in JOURNEY_WRITES:
         return 0.0
     home = preset.region_of(city)
     primary = layout.groups[home].primary
     wait_home = commit_wait_ms(layout, preset, home, primary) or 0.0
-    if step != "sign up" or directory == home:
+    others = uniqueness_regions(preset, served_by, home, layout.directory_regions) if step == "sign up" else []
+    if not others:
         return wait_home
-    wait_dir = commit_wait_ms(layout, preset, directory, layout.groups[directory].primary) or 0.0
-    rtt_dir = preset.rtt_ms(served_by, directory) if served_by != directory else 0.0
-    return 2 * (max(rtt_dir + wait_dir, wait_home) - rtt_dir)
+    rtts = {r: preset.rtt_ms(served_by, r) for r in others}
+    waits = {r: commit_wait_ms(layout, preset, r, layout.groups[r].primary) or 0.0 for r in others}
+    return wait_home + max(rtts[r] + waits[r] for r in others) - max(rtts.values())
 
 
 def step_floor(
@@ -123,7 +128,6 @@ def step_floor(
     step: str,
     *,
     city: str,
-    username: str,
     served_by: str,
     statements: int,
     cpu_ms: float,
@@ -134,16 +138,16 @@ def step_floor(
     if served_by not in preset.regions:
         return None
     directories = layout.directory_regions if layout is not None else None
-    wan = journey_wan_rtts(preset, topology, step, served_by, city, username, statements, directories)
-    directory = directory_region(preset, username, directories)
+    wan = journey_wan_rtts(preset, topology, step, served_by, city, statements, directories)
     return floor(
         preset,
         scale,
         city=city,
         served_by=served_by,
         wan_rtts_ms=wan,
-        local_round_trips=max(0, statements - len(wan)),
-        commit_ms=journey_commit_ms(layout, preset, step, served_by, city, directory),
+        # A multi sign-up's statements beyond its round to the other regions are one local transaction.
+        local_round_trips=1 if step == "sign up" and topology == "multi" else max(0, statements - len(wan)),
+        commit_ms=journey_commit_ms(layout, preset, step, served_by, city),
         cpu_ms=cpu_ms,
     )
 
@@ -169,7 +173,7 @@ def request_floor(
     """The floor of any request the balancer forwarded, known only by what its response says: the journey
     step's rules (`journey_wan_rtts`) for data homed in the client's city, its primary where it is now
     (`primaries`: after a failover it may run elsewhere); a write that touched a region beyond the serving
-    and the data's (a sign-up's username directory) pays a two-phase commit's two rounds there; a survival
+    and the data's (a sign-up's claims) pays one parallel round, as long as its farthest region; a survival
     goal's write waits for the nearest synchronous standby. `data_regions` name data by its home region, as
     the app's `X-Movr-Data-Regions` does. None when the response did not say which region served it."""
     if served_by not in preset.regions or not preset.is_city(city):
@@ -188,12 +192,13 @@ def request_floor(
         if data_region != served_by and statements:
             wan = [preset.rtt_ms(served_by, data_region)] * statements
         if write:
-            others = dict.fromkeys(runs_in(group) for group in data_regions if group != home)
-            wan += [preset.rtt_ms(served_by, r) for r in others if r not in (served_by, data_region) for _ in range(2)]
+            others = {runs_in(group) for group in data_regions if group != home} - {served_by, data_region}
+            if others:  # one parallel round (a sign-up's claims): the farthest answers last
+                wan.append(max(preset.rtt_ms(served_by, r) for r in others))
         if write and statements and layout is not None:
             commit = commit_wait_ms(layout, preset, home, now.get(home, layout.groups[home].primary)) or 0.0
     else:
-        wan = journey_wan_rtts(preset, topology, "", served_by, city, "", statements)
+        wan = journey_wan_rtts(preset, topology, "", served_by, city, statements)
     return floor(
         preset,
         scale,

@@ -25,9 +25,9 @@ from movr.domain import errors
 from movr.geo import Preset
 from movr.lab.links import LinkSpec, run_links_in_thread
 from movr.lab.pgserver import conninfo
-from movr.store import actions, stats, twophase
+from movr.store import actions, stats
 from movr.store.backend import PostgresBackend
-from movr.store.regional import DIRECTORY_DDL, RegionalPostgresBackend, directory_region
+from movr.store.regional import DIRECTORY_DDL, RegionalPostgresBackend
 
 pytestmark = pytest.mark.integration
 
@@ -287,16 +287,14 @@ def assert_whole_after_races(store, movr_dsn: str, scenario: Scenario, worlds: l
     assert any("ok" in pair for pair in answers), "no race let either action act: nothing was raced"
 
 
-# --- the lab's regional backend: removing an account may be a two-phase commit ---------------------------
+# --- the lab's regional backend: removing an account releases its claims in every region ----------------
 
 
 @pytest.fixture
 def regional(store, movr_dsn: str, preset: Preset) -> Iterator[RegionalPostgresBackend]:
-    """The lab's backend with every region on the one test server: a username whose directory entry
-    lives in another region than its user is a real two-phase commit (PREPARE TRANSACTION) here too."""
+    """The lab's backend with every region on the one test server: sign-ups claim names, removals release them."""
     with psycopg.connect(movr_dsn, autocommit=True) as conn:
         conn.execute(DIRECTORY_DDL)
-        conn.execute(twophase.DECISIONS_DDL)
         conn.execute("TRUNCATE username_directory")
     backend = RegionalPostgresBackend.from_urls(
         dict.fromkeys(preset.region_names, movr_dsn), preset, preset.region_of(CITY)
@@ -311,20 +309,14 @@ def regional(store, movr_dsn: str, preset: Preset) -> Iterator[RegionalPostgresB
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS[:2], ids=[s.name for s in SCENARIOS[:2]])
-def test_two_phase_account_removals_race_rides_too(
+def test_regional_account_removals_race_rides_too(
     regional: RegionalPostgresBackend, movr_dsn: str, preset: Preset, scenario: Scenario
 ) -> None:
-    home = preset.region_of(CITY)
-    elsewhere = [
-        n
-        for n in range(5_000)
-        if all(directory_region(preset, f"{who}{n}") != home for who in ("owner", "rider", "other"))
-    ][: ROUNDS // 2]
-    worlds = build_worlds(regional, elsewhere, open_ride=scenario.open_ride)
+    worlds = build_worlds(regional, list(range(ROUNDS // 2)), open_ride=scenario.open_ride)
     with stats.measure() as measured:
         remove_account(regional, worlds[0], "rider")
-    # A two-phase commit: the user's region and the other region that holds the name's directory entry.
-    assert measured.regions == {home, directory_region(preset, worlds[0].name("rider"))}
+    # The user with its local claim in its region, then its claims in every other region, released.
+    assert measured.regions == set(preset.region_names)
     assert_whole_after_races(regional, movr_dsn, scenario, worlds[1:])
 
 

@@ -17,10 +17,10 @@ import pytest
 
 from movr.domain import errors
 from movr.geo import Preset
-from movr.store import actions, twophase
+from movr.store import actions, claims
 from movr.store.backend import PostgresBackend
 from movr.store.cockroach import CockroachBackend
-from movr.store.regional import DIRECTORY_DDL, RegionalPostgresBackend, claim_statement, directory_region
+from movr.store.regional import DIRECTORY_DDL, RegionalPostgresBackend
 from movr.store.work import Home, Statement, UniqueClaim, Work
 from movr.web import create_app
 
@@ -145,29 +145,27 @@ def test_once_the_prepared_transaction_is_rolled_back_the_name_is_free(store, pr
     assert sign_up(store, "freed").username == "freed"
 
 
-def test_a_two_phase_sign_up_for_a_name_whose_directory_entry_is_prepared(
-    store, prepared, movr_dsn: str, preset: Preset
+def test_a_regional_sign_up_for_a_name_claimed_by_a_sign_up_in_flight_is_told_it_is_pending(
+    store, movr_dsn: str, preset: Preset
 ) -> None:
-    """The lab's shape: the user's region is Rome's, the name's directory entry lives in another region,
-    where a coordinator that died left it prepared (PREPARE TRANSACTION, as ServerPool.prepare does)."""
+    """The lab's shape: another sign-up holds the name's claim within its lease and has no user yet (it is in
+    flight, or its coordinator died): this one is told at once, and gets the name once the claim is gone."""
     with psycopg.connect(movr_dsn, autocommit=True) as conn:
         conn.execute(DIRECTORY_DDL)
-        conn.execute(twophase.DECISIONS_DDL)
         conn.execute("TRUNCATE username_directory")
     home = preset.region_of("rome")
-    name = next(n for i in range(1000) if directory_region(preset, n := f"pending{i}") != home)
-    gid = prepared(claim_statement(UniqueClaim("username", name, "paris", str(uuid.uuid4()))))
     regional = RegionalPostgresBackend.from_urls(dict.fromkeys(preset.region_names, movr_dsn), preset, home)
+    older = UniqueClaim("username", "pending", "paris", "00000000-0000-4000-8000-000000000001")
+    regional.servers["us-east1"].execute("t", [claims.claim_statement(older, home, home, claims.lease_until())])
     try:
-        outcome = within_bound(lambda: sign_up(regional, name))
+        outcome = within_bound(lambda: sign_up(regional, "pending"))
         assert isinstance(outcome, errors.UsernamePending), outcome
         with psycopg.connect(movr_dsn, autocommit=True) as conn:
-            assert conn.execute("SELECT count(*) FROM users WHERE username = %s", (name,)).fetchone()[0] == 0
-            # Only the test's own part is prepared: the sign-up's parts were rolled back.
-            assert [row[0] for row in conn.execute("SELECT gid FROM pg_prepared_xacts")] == [gid]
-            conn.execute(f"ROLLBACK PREPARED '{gid}'")
-        # With the entry's transaction finished, the name is free again, by two-phase commit.
-        assert sign_up(regional, name).username == name
+            assert conn.execute("SELECT count(*) FROM users WHERE username = 'pending'").fetchone()[0] == 0
+            # Only the other sign-up's claim is left: this one released what it claimed.
+            assert conn.execute("SELECT user_id::text FROM username_directory").fetchall() == [(older.owner_id,)]
+            conn.execute("TRUNCATE username_directory")  # as a resolver does once its lease has ended
+        assert sign_up(regional, "pending").username == "pending"
     finally:
         regional.close()
         with psycopg.connect(movr_dsn, autocommit=True) as conn:

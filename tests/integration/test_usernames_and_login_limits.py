@@ -6,8 +6,7 @@ import psycopg
 import pytest
 
 from movr.domain import errors, rules
-from movr.store import actions, stats
-from movr.store.regional import claim_statement, directory_region, release_statement
+from movr.store import actions, claims, stats
 from movr.store.sample import generate
 from movr.store.work import UniqueClaim
 
@@ -40,10 +39,13 @@ def test_usernames_are_stored_in_lower_case_and_unique_whatever_the_case(store, 
 
 
 def test_the_lab_directory_uses_the_canonical_form(preset):
-    assert directory_region(preset, "Mallory") == directory_region(preset, "mallory")
+    until = claims.lease_until()
     for statement in (
-        claim_statement(UniqueClaim("username", "Mallory", "rome", "id")),
-        release_statement(UniqueClaim("username", "MALLORY", "rome", "id")),
+        claims.claim_statement(UniqueClaim("username", "Mallory", "rome", "id"), "europe-west1", "us-east1", until),
+        claims.local_claim_statement(UniqueClaim("username", "MaLLory", "rome", "id"), "europe-west1", until),
+        claims.release_local_statement(UniqueClaim("username", "MALLORY", "rome", "id")),
+        claims.unclaim_statement("MALLORY", "id"),
+        claims.lookup_statement("Mallory"),
     ):
         assert statement.params["username"] == "mallory"
 

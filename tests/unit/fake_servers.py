@@ -1,4 +1,4 @@
-"""In-memory region servers for unit tests of the regional backend and the two-phase commit.
+"""In-memory region servers for unit tests of the regional backend and its username claims.
 
 A `FakeServer` behaves as a `movr.store.backend.RegionServer`: it records every round trip (which method,
 which action, which SQL) and answers from a script, so tests assert what a backend sent where and how
@@ -25,8 +25,8 @@ __all__ = ["Answer", "FakeServer", "RoundTrip", "SerialExecutor", "Sqlstate", "f
 
 
 class SerialExecutor(Executor):
-    """Runs each submitted call at once, in the caller's thread: the backend's parallel parts (search, PREPAREs,
-    phase two, forgetting a decision) are done by the time the action returns, in a fixed order."""
+    """Runs each submitted call at once, in the caller's thread: the backend's parallel parts (search, claims,
+    releases) are done by the time the action returns, in a fixed order."""
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         future: Future = Future()
@@ -47,10 +47,9 @@ class Sqlstate(Exception):
 
 @dataclass(frozen=True)
 class RoundTrip:
-    kind: str  # execute | prepare | deciding | decision | rollback | commit_prepared | rollback_prepared
+    kind: str  # execute (the only kind a regional backend sends)
     action: str
     sql: tuple[str, ...] = ()
-    gid: str | None = None
 
 
 @dataclass
@@ -94,30 +93,6 @@ class FakeServer:
     def execute(self, action: str, statements: Sequence[Statement], isolation: Any = None) -> list[Rows]:
         return self._trip("execute", action, statements)
 
-    def prepare(self, gid: str, action: str, statements: Sequence[Statement]) -> list[Rows]:
-        return self._trip("prepare", action, statements, gid=gid)
-
-    def execute_deciding(
-        self,
-        action: str,
-        statements: Sequence[Statement],
-        decide: Callable[[list[Rows]], Sequence[Statement] | None],
-        isolation: Any = None,
-    ) -> tuple[list[Rows], bool]:
-        results = self._trip("deciding", action, statements)
-        decision = decide(results)
-        if decision is None:
-            self._trip("rollback", action, [])
-            return results, False
-        self._trip("decision", action, decision)
-        return results, True
-
-    def commit_prepared(self, gid: str) -> None:
-        self._trip("commit_prepared", "two_phase_commit", [], gid=gid)
-
-    def rollback_prepared(self, gid: str) -> None:
-        self._trip("rollback_prepared", "two_phase_commit", [], gid=gid)
-
     def copy_rows(self, table: str, rows: Sequence[dict], progress: Callable[[int], None] | None = None) -> None:
         self.copied.setdefault(table, []).extend(rows)
 
@@ -132,9 +107,9 @@ class FakeServer:
 
     # --- one round trip ------------------------------------------------------------------------------
 
-    def _trip(self, kind: str, action: str, statements: Sequence[Statement], gid: str | None = None) -> list[Rows]:
+    def _trip(self, kind: str, action: str, statements: Sequence[Statement]) -> list[Rows]:
         with self._lock:
-            self.trips.append(RoundTrip(kind, action, tuple(s.sql for s in statements), gid))
+            self.trips.append(RoundTrip(kind, action, tuple(s.sql for s in statements)))
             failure = self.fail_next.pop(kind, None)
         stats.record(action, len(statements), 0.0, 1 if self.wan else 0, (self.region,))
         if failure is not None:

@@ -18,19 +18,14 @@ from fake_servers import FakeServer, Sqlstate, fake_backend
 from movr.domain import errors
 from movr.domain.passwords import hash_password
 from movr.domain.rules import canonical_username
-from movr.geo import Preset, load_preset
+from movr.geo import load_preset
 from movr.store import actions, stats
-from movr.store.regional import RegionalPostgresBackend, directory_region
-from movr.store.work import Home, Statement, UniqueClaim, Work
+from movr.store.regional import RegionalPostgresBackend
+from movr.store.work import Home, Statement, Work
 
 PRESET = load_preset("gcp-3")
 NEW_YORK, ROME = "us-east1", "europe-west1"
 USER_ID = uuid.UUID("00000000-0000-4000-8000-00000000000a")
-
-
-def name_homed_in(region: str, preset: Preset = PRESET, regions: list[str] | None = None) -> str:
-    """A username whose directory entry lives in `region`."""
-    return next(n for i in range(1000) if directory_region(preset, n := f"rider{i}", regions) == region)
 
 
 def trips(servers: dict[str, FakeServer]) -> dict[str, int]:
@@ -137,7 +132,7 @@ def test_the_parallel_search_counts_the_same_on_threads_and_each_thread_adds_to_
     assert measured.wan_round_trips == 2 and measured.regions == set(PRESET.region_names)
 
 
-def test_log_in_from_rome_finds_a_new_york_user_by_searching_and_counts_a_failure_in_new_york():
+def test_log_in_from_rome_finds_a_new_york_user_by_its_local_claim_and_counts_a_failure_in_new_york():
     backend, servers, _ = fake_backend(PRESET, ROME)
     user = {
         "city": "new york",
@@ -153,40 +148,29 @@ def test_log_in_from_rome_finds_a_new_york_user_by_searching_and_counts_a_failur
         "counting": False,
         "retry_after": None,
     }
+    servers[ROME].answer("FROM username_directory", [{"city": "new york", "region": NEW_YORK}])
     servers[NEW_YORK].answer("FROM users WHERE username", [user])
     logged_in = actions.authenticate(backend, username="Ada", password="correct horse battery")
     assert (logged_in.id, logged_in.city, logged_in.session_epoch) == (USER_ID, "new york", 3)
-    assert trips(servers) == {NEW_YORK: 1, "us-west1": 1, ROME: 1}
+    assert trips(servers) == {NEW_YORK: 1, "us-west1": 0, ROME: 1}  # no fan-out
+    assert servers[ROME].trips[0].sql[-1].startswith("SELECT city, region FROM username_directory")
     with pytest.raises(errors.BadCredentials):
         actions.authenticate(backend, username="ada", password="wrong password!")
-    # The search again, then the failure counted on the user's row, in its home region only.
-    assert trips(servers) == {NEW_YORK: 3, "us-west1": 2, ROME: 2}
+    # The lookup again, then the failure counted on the user's row, in its home region only.
+    assert trips(servers) == {NEW_YORK: 3, "us-west1": 0, ROME: 2}
     assert "UPDATE users SET" in servers[NEW_YORK].statements()[-1]
 
 
 # --- unique claims -----------------------------------------------------------------------------------------
 
 
-def test_a_claim_whose_directory_shares_the_users_region_is_one_local_transaction():
-    backend, servers, _ = fake_backend(PRESET, ROME)
-    name = name_homed_in(ROME)
-    claim = UniqueClaim("username", name.upper(), "rome", str(USER_ID))
-    servers[ROME].answer("INSERT INTO users", [{"id": USER_ID}])
-    with stats.measure() as measured:
-        results = backend.run(work(Home.of_city("rome"), "INSERT INTO users VALUES (1) RETURNING id", claims=[claim]))
-    assert results == [[{"id": USER_ID}]]  # the claim's own rows are not the action's
-    assert trips(servers) == {NEW_YORK: 0, "us-west1": 0, ROME: 1}
-    (trip,) = servers[ROME].trips
-    assert trip.kind == "execute" and "INSERT INTO username_directory" in trip.sql[1]
-    assert measured.wan_round_trips == 0
-
-
-def test_directory_regions_narrow_where_names_are_homed():
-    backend, servers, _ = fake_backend(PRESET, ROME, directory_regions=[ROME])
-    for i in range(20):  # whatever the name hashes to, its entry stays in the allowed region
-        claim = UniqueClaim("username", f"rider{i}", "rome", str(USER_ID))
-        backend.run(work(Home.of_city("rome"), "INSERT INTO users VALUES (1)", claims=[claim]))
-    assert trips(servers) == {NEW_YORK: 0, "us-west1": 0, ROME: 20}
+def test_a_region_that_keeps_no_claims_finds_a_user_by_searching():
+    # Data domiciling keeps claims in Rome only: New York holds the claims of its own users alone.
+    backend, servers, _ = fake_backend(PRESET, NEW_YORK, directory_regions=[ROME])
+    servers[ROME].answer("FROM users", [{"id": 1}])
+    found = backend.run(work(Home.search("ada"), "SELECT id FROM users WHERE username = 'ada'"))
+    assert found == [[{"id": 1}]]
+    assert trips(servers) == {NEW_YORK: 1, "us-west1": 1, ROME: 1}
     with pytest.raises(ValueError, match="mars-1"):
         fake_backend(PRESET, ROME, directory_regions=["mars-1"])
 
@@ -202,16 +186,16 @@ def test_every_region_needs_a_server():
 # --- bulk loading and housekeeping -------------------------------------------------------------------------
 
 
-def test_loading_puts_each_row_on_its_home_server_and_each_name_in_its_directory_region():
+def test_loading_puts_each_row_on_its_home_server_and_each_name_settled_in_every_region():
     backend, servers, _ = fake_backend(PRESET, NEW_YORK)
     users = [{"city": city, "id": uuid.uuid4(), "username": f"Rider{i}"} for i, city in enumerate(PRESET.cities)]
     backend.load("users", users)
     backend.load("promo_codes", [{"code": "SPRING"}])
     for region, server in servers.items():
         assert server.copied["users"] == [row for row in users if PRESET.region_of(row["city"]) == region]
-        assert {entry["username"] for entry in server.copied.get("username_directory", [])} == {
-            canonical_username(row["username"]) for row in users if directory_region(PRESET, row["username"]) == region
-        }
+        entries = server.copied["username_directory"]
+        assert {entry["username"] for entry in entries} == {canonical_username(row["username"]) for row in users}
+        assert all(entry["settled"] and entry["region"] == PRESET.region_of(entry["city"]) for entry in entries)
         assert ("promo_codes" in server.copied) == (region == PRESET.primary_region)  # GLOBAL: replication copies it
     assert sum(trips(servers).values()) == 0  # COPY streams, not request round trips
 

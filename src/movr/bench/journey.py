@@ -27,7 +27,6 @@ from movr.geo import Preset
 from movr.lab.layout import TOPOLOGIES
 from movr.lab.state import LabState
 from movr.lab.survival import layout_of
-from movr.store.regional import directory_region
 
 
 @dataclass
@@ -72,7 +71,6 @@ class JourneyRun:
     topology: str
     city: str
     username: str
-    directory_region: str
     steps: list[StepResult] = field(default_factory=list)
 
 
@@ -94,8 +92,7 @@ def run_journey(state: LabState, preset: Preset, city: str, scale: float, userna
 
     username = username or f"j{city.replace(' ', '')[:10]}{secrets.token_hex(4)}"
     layout = layout_of(state)  # a survival goal: commits also wait for a synchronous standby
-    directories = layout.directory_regions if layout is not None else None
-    run = JourneyRun(state.topology, city, username, directory_region(preset, username, directories))
+    run = JourneyRun(state.topology, city, username)
     journey = Journey(city, username)
     client = Client(state.balancer_url or "", reconnect=True)
     wan_links = wan_app_links(state)
@@ -115,7 +112,6 @@ def run_journey(state: LabState, preset: Preset, city: str, scale: float, userna
                 state.topology,
                 step,
                 city=city,
-                username=username,
                 served_by=figures_.served_by,
                 statements=figures_.statements,
                 cpu_ms=figures_.cpu_ms,

@@ -13,7 +13,7 @@ from movr.lab.processes import is_alive
 from movr.lab.standbys import replication_status
 from movr.lab.state import LabState, SurvivalRecord, lab_server
 from movr.lab.survival import current_primaries, sync_standby_names
-from movr.store.twophase import prepared_parts_statement
+from movr.store.claims import unsettled_claims_statement
 
 
 def collect_status(state: LabState) -> dict[str, Any]:
@@ -60,12 +60,13 @@ def collect_status(state: LabState) -> dict[str, Any]:
 
 
 def _in_doubt(state: LabState, region: str) -> int | None:
-    """MovR two-phase commit parts prepared on the server that is primary for `region` now (None: not
-    reachable). A few for a moment is normal; parts that stay are what the app servers' resolvers finish."""
-    query = prepared_parts_statement(0)
+    """Username claims on the server that is primary for `region` now that no resolver has seen settled
+    (None: not reachable). A few for a moment is normal (sign-ups in flight); the app servers' resolvers
+    settle or clear the rest (movr.store.claims)."""
+    query = unsettled_claims_statement()
     try:
         with psycopg.connect(state.server_dsn(region), connect_timeout=2, autocommit=True) as conn:
-            return len(conn.execute(query.sql, query.params).fetchall())
+            return conn.execute(query.sql, query.params).fetchone()[0]
     except psycopg.Error:
         return None
 

@@ -54,7 +54,6 @@ from movr.lab.survival import SurvivalOptions, plan_survival
 from movr.placement.spec import SpecError
 from movr.store.regional import DIRECTORY_DDL
 from movr.store.schema import create_schema
-from movr.store.twophase import DECISIONS_DDL
 
 DATABASE = "movr"
 LinkMode = Literal["process", "thread"]
@@ -174,7 +173,6 @@ def _start_servers(state: LabState, say: Say, *, schema: bool) -> None:
             create_schema(dsn)
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute(DIRECTORY_DDL)
-                conn.execute(DECISIONS_DDL)
 
 
 def _start_links(state: LabState, say: Say) -> None:

@@ -19,7 +19,9 @@ def print_status(console: Console, status: dict) -> None:
         + (f"balancer {status['balancer_url']}" if status["balancer_url"] else "servers and links only")
     )
     if status.get("console_url"):
-        console.print(f"console {status['console_url']}", soft_wrap=True)
+        # On a line of its own: at 80 columns the URL (its token included) still reads whole.
+        console.print("lab console (the URL carries the lab's token):")
+        console.print(status["console_url"], soft_wrap=True)
     processes = Table(title="processes")
     for column in ("name", "kind", "pid", "port", "alive"):
         processes.add_column(column)
@@ -27,7 +29,7 @@ def print_status(console: Console, status: dict) -> None:
         processes.add_row(p["name"], p["kind"], str(p["pid"]), str(p["port"] or ""), "yes" if p["alive"] else "NO")
     console.print(processes)
     servers = Table(title="database servers")
-    for column in ("server", "region", "port", "running", "in-doubt 2PC parts"):
+    for column in ("server", "region", "port", "running", "unsettled claims"):
         servers.add_column(column)
     for server in status["servers"]:
         in_doubt = server["in_doubt"]

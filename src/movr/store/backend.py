@@ -29,8 +29,8 @@ ALL_TABLES = (*REGIONAL_TABLES, *GLOBAL_TABLES)
 T = TypeVar("T")
 
 # Set on every connection of every pool when it opens (libpq `options`: no round trip of its own), so
-# nothing waits without bound: a statement, a wait for a row lock (e.g. a username held by a two-phase
-# commit whose coordinator died, until a resolver finishes it: the sign-up is told at once instead), or a
+# nothing waits without bound: a statement, a wait for a row lock (e.g. a row held by a prepared
+# transaction whose coordinator died: the request is told at once instead), or a
 # transaction its client abandoned while holding locks. A lock wait that long is never a healthy one:
 # holders commit within a few WAN round trips.
 SESSION_TIMEOUTS = {
@@ -84,17 +84,11 @@ class Backend(abc.ABC):
         pass
 
 
-# A two-phase commit's decision: it sees the rows of the decision region's statements and returns the
-# statements that record the decision (committed with them), or None to roll back.
-Decide = Callable[[list[Rows]], Sequence[Statement] | None]
-
-
 class RegionServer(Protocol):
-    """What the regional backend and the two-phase commit resolver ask of one region's server.
+    """What the regional backend and its claims resolver ask of one region's server.
 
     `ServerPool` is the real one; unit tests hand the backend fakes that answer from a script and count
-    the round trips (tests/unit/fake_servers.py). Each method is one round trip, except
-    `execute_deciding` (two: the statements, then the decision with COMMIT or a ROLLBACK).
+    the round trips (tests/unit/fake_servers.py). `execute` is one round trip.
     """
 
     region: str
@@ -103,16 +97,6 @@ class RegionServer(Protocol):
     def execute(
         self, action: str, statements: Sequence[Statement], isolation: Isolation | None = None
     ) -> list[Rows]: ...
-
-    def prepare(self, gid: str, action: str, statements: Sequence[Statement]) -> list[Rows]: ...
-
-    def execute_deciding(
-        self, action: str, statements: Sequence[Statement], decide: Decide, isolation: Isolation | None = None
-    ) -> tuple[list[Rows], bool]: ...
-
-    def commit_prepared(self, gid: str) -> None: ...
-
-    def rollback_prepared(self, gid: str) -> None: ...
 
     def copy_rows(self, table: str, rows: Sequence[dict], progress: Callable[[int], None] | None = None) -> None: ...
 
@@ -215,35 +199,6 @@ class ServerPool:
                 return run_pipelined(conn, statements, finish, isolation=isolation)
 
         return self._timed(action, len(statements), round_trip)
-
-    def execute_deciding(
-        self, action: str, statements: Sequence[Statement], decide: Decide, isolation: Isolation | None = None
-    ) -> tuple[list[Rows], bool]:
-        """The decision region's part of a two-phase commit (movr.store.twophase): the statements in an open
-        transaction (one round trip); then `decide` sees their rows and returns the statements that record
-        the decision, committed with them in a second round trip, or None to roll back. Returns the rows
-        and whether it committed. Time spent in `decide` (waiting for the other parts) is not SQL time here.
-        """
-        try:
-            with self._connection() as conn:
-                results = self._timed(
-                    action,
-                    len(statements),
-                    lambda: run_pipelined(conn, statements, None, begin=True, isolation=isolation),
-                )
-                try:
-                    decision = decide(results)
-                except BaseException:
-                    with contextlib.suppress(psycopg.Error):  # a broken connection is discarded by the pool
-                        conn.execute("ROLLBACK", prepare=False)
-                    raise
-                if decision is None:
-                    self._timed(action, 0, lambda: conn.execute("ROLLBACK", prepare=False))
-                    return results, False
-                self._timed(action, len(decision), lambda: run_pipelined(conn, decision, "COMMIT", begin=False))
-                return results, True
-        except psycopg.OperationalError as error:  # no connection could be had
-            raise StoreUnavailable(f"the database in {self.region} is not reachable: {error}") from error
 
     def _timed(self, action: str, statements: int, round_trip: Callable[[], T]) -> T:
         """One round trip to this server, counted (law 2), with a lost server reported as StoreUnavailable."""

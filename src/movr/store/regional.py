@@ -3,87 +3,54 @@
 How CockroachDB's multi-region features are realized here (ARCHITECTURE.md, "Semantics map"):
 - REGIONAL BY ROW, region computed from city: a row lives on the primary of its city's region, and
   work that names a city goes to that server only.
-- Locality-optimized search: work that names no home (log in by username) runs on the local server
-  first, then on every other region's server at once; the first that finds rows answers.
-- Global UNIQUE (usernames): a `username_directory` row homed on a region chosen by a hash of the name
-  (in its canonical, lower-case form, as users store it),
-  written in the same transaction as the user: on one server when the user's region is the directory's,
-  else by two-phase commit (one parallel PREPARE round, one COMMIT PREPARED round), whose commit point
-  is a decision row committed with the user (movr.store.twophase), so a coordinator that dies midway
-  leaves nothing that a resolver cannot finish. The directory's primary key makes two sign-ups for one
-  name in two regions race-free: the second waits on the first's row and then fails.
+- Global UNIQUE (usernames): claims (movr.store.claims). A sign-up claims the name in every other region at
+  once (one autocommit statement per region: one parallel round of WAN round trips, whatever the name),
+  then inserts the user with the local claim in one local transaction; each region's primary key admits
+  one claim, so of several sign-ups of one name at most one holds them all. CockroachDB pays the same one
+  round: its uniqueness check reads every region, and parallel commits commit the write locally.
+- Log in by username: the local claim names the user's home, so the user's row is read locally or with one
+  statement routed to its region (no fan-out). Only a region that keeps no claims (data domiciling narrows
+  where they may live) falls back to a locality-optimized search: local first, then every other region.
 - GLOBAL tables: written on the primary region's server with `synchronous_commit = remote_apply` to
   logical-replication subscribers in every other region, so reads anywhere are local and fresh.
 
 The backend is handed its servers, one per region (anything that behaves as a `RegionServer`), so that its
-routing, its search and its two-phase commit run unchanged on fakes that count round trips
-(tests/unit/test_regional_routing.py, test_twophase_fakes.py); `from_urls` builds the real pools.
+routing, its search and its claims run unchanged on fakes that count round trips
+(tests/unit/test_regional_routing.py, test_claims_fakes.py); `from_urls` builds the real pools.
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-import hashlib
+import datetime as dt
 import logging
+import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from movr.domain import errors
 from movr.domain.errors import StoreUnavailable
 from movr.domain.rules import canonical_username
 from movr.geo import Preset
-from movr.store import twophase
+from movr.store import claims
 from movr.store.backend import Backend, RegionServer, ServerPool
-from movr.store.transaction import run_transaction
+from movr.store.transaction import run_transaction, sqlstate_of
 from movr.store.work import Rows, Statement, UniqueClaim, Work
 
-DIRECTORY_DDL = """
-CREATE TABLE IF NOT EXISTS username_directory (
-    username varchar(64) PRIMARY KEY,
-    city varchar(64) NOT NULL,
-    user_id uuid NOT NULL
-)
-"""
-REGIONAL_TABLES_IN_LAB = (
-    "idempotency_keys",
-    "rides",
-    "vehicles",
-    "users",
-    "username_directory",
-    twophase.DECISIONS_TABLE,
-)
+DIRECTORY_DDL = claims.DIRECTORY_DDL
+REGIONAL_TABLES_IN_LAB = ("idempotency_keys", "rides", "vehicles", "users", claims.DIRECTORY_TABLE)
+# A local claim that met another sign-up's: its primary key (a plain INSERT) or the NOT NULL of its upsert.
+_CLAIM_CONFLICTS = frozenset({"23505", "23502"})
 
 log = logging.getLogger(__name__)
 
 
-def directory_region(preset: Preset, value: str, regions: Sequence[str] | None = None) -> str:
-    """The region that homes a unique value's directory entry: stable across processes and runs.
+class NameTaken(Exception):
+    """A claim met the claim of a user that exists: the name is taken (a unique violation, as on one server)."""
 
-    `regions` narrows the choice (data domiciling, see movr.lab.survival.directory_regions): the regions
-    where every city's rows may be stored, so that no directory entry leaves its user's allowed regions.
-    """
-    regions = sorted(regions or preset.region_names)
-    # The canonical form: names that differ only in case are one name, so they share a directory region.
-    digest = hashlib.blake2b(canonical_username(value).encode(), digest_size=8).digest()
-    return regions[int.from_bytes(digest, "big") % len(regions)]
-
-
-def claim_statement(claim: UniqueClaim) -> Statement:
-    return Statement(
-        "INSERT INTO username_directory (username, city, user_id) VALUES (%(username)s, %(city)s, %(user_id)s)",
-        {"username": canonical_username(claim.value), "city": claim.city, "user_id": claim.owner_id},
-    )
-
-
-def release_statement(claim: UniqueClaim) -> Statement:
-    # Conditional on the user being gone: when the directory shares the user's server, this runs after
-    # the user's DELETE in the same transaction and sees whether it happened.
-    return Statement(
-        "DELETE FROM username_directory WHERE username = %(username)s AND user_id = %(user_id)s"
-        " AND NOT EXISTS (SELECT 1 FROM users WHERE city = %(city)s AND id = %(user_id)s)",
-        {"username": canonical_username(claim.value), "city": claim.city, "user_id": claim.owner_id},
-    )
+    sqlstate = "23505"
 
 
 class RegionalPostgresBackend(Backend):
@@ -113,7 +80,7 @@ class RegionalPostgresBackend(Backend):
         self._pool = executor or ThreadPoolExecutor(
             max_workers=4 * len(self.servers), thread_name_prefix="movr-regional"
         )
-        self._sweeper: twophase.InDoubtSweeper | None = None
+        self._sweeper: claims.ClaimResolver | None = None
 
     @classmethod
     def from_urls(
@@ -157,20 +124,34 @@ class RegionalPostgresBackend(Backend):
         if home.kind == "city":
             assert home.city is not None
             region = self.home_region(home.city)
-            if work.claims or work.releases:
-                return run_transaction(lambda: self._run_with_directory(work, region))
+            if work.claims:
+                return self._sign_up(work, region)
+            if work.releases:
+                return self._remove(work, region)
             return self._on(region, work)
         if home.kind == "local":
             return self._on(self.region, work)
         if home.kind == "search":
-            return self._search(work)
+            return self._find(work)
         if home.kind == "global_write":
             return run_transaction(lambda: self.global_writer.execute(work.action, work.statements))
         raise ValueError(f"unknown home {home}")
 
-    def _on(self, region: str, work: Work) -> list[Rows]:
+    def _on(self, region: str, work: Work, extra: Sequence[Statement] = ()) -> list[Rows]:
         server = self.servers[region]
-        return run_transaction(lambda: server.execute(work.action, work.statements, work.isolation))
+        return run_transaction(lambda: server.execute(work.action, [*work.statements, *extra], work.isolation))
+
+    def _find(self, work: Work) -> list[Rows]:
+        """Work that names a user by name: here, with the name's local claim in the same round trip; if the
+        user lives elsewhere, the claim names its city, and the work runs there (one statement routed)."""
+        username = work.home.username
+        if username is None or not self.keeps_claims(self.region):
+            return self._search(work)
+        *found, entry = self._on(self.region, work, [claims.lookup_statement(username)])
+        if found[0] or not entry:
+            return found
+        region = self.home_region(entry[0]["city"])
+        return found if region == self.region else self._on(region, work)
 
     def _search(self, work: Work) -> list[Rows]:
         """Locality-optimized search: local first; if nothing is found, every other region at once."""
@@ -193,88 +174,135 @@ class RegionalPostgresBackend(Backend):
             self._global_writer = self._open_global_writer()
         return self._global_writer
 
-    # --- global uniqueness --------------------------------------------------------------------------
+    # --- global uniqueness: claims (movr.store.claims) ------------------------------------------------
 
-    def directory_of(self, value: str) -> str:
-        return directory_region(self.preset, value, self.directory_regions)
+    def claim_regions(self) -> tuple[str, ...]:
+        """Where every name is claimed (data domiciling may narrow it); a user's home region always is."""
+        return self.directory_regions or tuple(self.servers)
 
-    def _run_with_directory(self, work: Work, user_region: str) -> list[Rows]:
-        parts: dict[str, list[Statement]] = {user_region: list(work.statements)}
-        for claim in work.claims:
-            parts.setdefault(self.directory_of(claim.value), []).append(claim_statement(claim))
-        for claim in work.releases:
-            parts.setdefault(self.directory_of(claim.value), []).append(release_statement(claim))
-        if len(parts) == 1:
-            server = self.servers[user_region]
-            return server.execute(work.action, parts[user_region], work.isolation)[: len(work.statements)]
-        return self._two_phase(work, user_region, parts)
+    def keeps_claims(self, region: str) -> bool:
+        """Does `region` hold the claim of every name, so that a log-in there needs no search?"""
+        return region in self.claim_regions()
 
-    def _two_phase(self, work: Work, user_region: str, parts: dict[str, list[Statement]]) -> list[Rows]:
-        """Atomic across servers, with the commit point in the user's region (movr.store.twophase)."""
-        gid = twophase.new_gid(user_region)
-        others = _Participants(
-            {
-                region: self._submit(self.servers[region].prepare, gid, work.action, stmts)
-                for region, stmts in parts.items()
-                if region != user_region
-            }
-        )
-        deciding = False
+    def _sign_up(self, work: Work, home: str) -> list[Rows]:
+        """Claim the name in every other region at once, then insert the user with its local claim; a lost
+        race is settled by wait-die (movr.store.claims), within the claims' lease."""
+        (claim,) = work.claims
+        until = claims.lease_until()
+        deadline = time.monotonic() + claims.CLAIM_LEASE_S - claims.CLOCK_MARGIN_S
+        others = [region for region in self.claim_regions() if region != home]
+        held: set[str] = set()
+        for attempt in range(1_000):
+            lost = self._claim(claim, [r for r in others if r not in held], until, held)
+            if not lost:
+                statements = [claims.local_claim_statement(claim, home, until)]
+                try:
+                    return self._on(home, work, statements)[: len(work.statements)]
+                except Exception as error:
+                    if sqlstate_of(error) not in _CLAIM_CONFLICTS:
+                        self._unclaim(claim, held)
+                        raise
+                    lost = {home: self._holders(home, claim)}
+            self._settle_race(claim, lost, held)
+            pause = random.uniform(0, min(0.2, 0.005 * 2**attempt))  # contention backoff, not a distance
+            if time.monotonic() + pause >= deadline:
+                break
+            time.sleep(pause)
+        self._unclaim(claim, held)
+        raise errors.Busy(f"another sign-up for {claim.value!r} has not finished")
 
-        def decide(results: list[Rows]) -> list[Statement] | None:
-            nonlocal deciding
-            if others.failure() is not None or (work.commit_if is not None and not work.commit_if(results)):
-                return None
-            deciding = True
-            return [twophase.commit_decision(gid)]
-
-        try:
-            # The isolation is the action's, for its own statements; the other parts hold directory entries only.
-            results, committed = self.servers[user_region].execute_deciding(
-                work.action, parts[user_region], decide, work.isolation
+    def _claim(self, claim: UniqueClaim, regions: list[str], until: dt.datetime, held: set[str]) -> dict:
+        """One parallel round: the claim in each of `regions`; adds those won to `held`, returns the others'
+        holders. On a failure (a region lost), releases every claim held and raises it."""
+        futures = {
+            region: self._submit(
+                self.servers[region].execute,
+                "register_claim",
+                [claims.claim_statement(claim, self.home_region(claim.city), self.region, until)],
             )
-        except StoreUnavailable:
-            if not deciding:
-                self._finish(others.prepared(), gid, commit=False)
-            # Else the commit's outcome is unknown here: the prepared parts wait for a resolver, which
-            # reads the decision from the user's region once it is reachable.
-            raise
-        except Exception as error:
-            self._finish(others.prepared(), gid, commit=False)  # the server answered: nothing committed
-            if deciding and twophase.is_decision_conflict(error):
-                raise twophase.InDoubtAborted(f"a resolver aborted {gid} while it waited") from error
-            raise
-        self._finish(others.prepared(), gid, commit=committed)
-        failure = others.failure()
+            for region in regions
+        }
+        lost: dict[str, list[claims.Holder]] = {}
+        failure: Exception | None = None
+        for region, future in futures.items():
+            try:
+                rows = future.result()[0]
+            except Exception as error:  # reported once every claim made is released
+                failure = failure or error
+                continue
+            if rows:
+                lost[region] = [claims.Holder(**row) for row in rows]
+            else:
+                held.add(region)
         if failure is not None:
+            self._unclaim(claim, held)
             raise failure
-        return results[: len(work.statements)]
+        return lost
 
-    def _finish(self, regions: list[str], gid: str, *, commit: bool) -> None:
-        """Phase two on every prepared part, in parallel. A part that cannot be told now is left in doubt:
-        its region's resolver finishes it the same way (the decision is durable, or presumed abort)."""
-        how = "commit_prepared" if commit else "rollback_prepared"
-        futures = {region: self._submit(getattr(self.servers[region], how), gid) for region in regions}
-        unfinished = []
+    def _holders(self, region: str, claim: UniqueClaim) -> list[claims.Holder]:
+        rows = self.servers[region].execute("register_claim", [claims.holder_statement(claim)])[0]
+        return [claims.Holder(**row) for row in rows] or [claims.Holder(None, None, None, False)]
+
+    def _settle_race(self, claim: UniqueClaim, lost: dict[str, list[claims.Holder]], held: set[str]) -> None:
+        """A claim was lost. To a user that exists: the name is taken. To a sign-up whose lease has ended
+        and that has no user: its claim is cleared. To one in flight: the older of the two (smaller user
+        id) keeps its claims, the younger releases them, and both try again."""
+        by_home: dict[str, set[tuple[str, str]]] = {}
+        for holders in lost.values():
+            for h in holders:
+                if h.user_id is not None and h.city is not None and h.region in self.servers:
+                    by_home.setdefault(h.region, set()).add((h.city, h.user_id))
+        asked = [
+            self._submit(claims.existing_users, self.servers[home], sorted(users)) for home, users in by_home.items()
+        ]
+        exist: set[str] = set()
+        for future in asked:
+            try:
+                exist |= future.result()
+            except StoreUnavailable:  # unknown: treated as in flight
+                continue
+        if exist:
+            self._unclaim(claim, held)
+            raise NameTaken(f"the username {claim.value!r} is taken")
+        stale = [
+            (region, holder.user_id)
+            for region, holders in lost.items()
+            for holder in holders
+            if holder.expired and holder.user_id is not None
+        ]
+        for future in [
+            self._submit(self.servers[r].execute, "register_clear", [claims.clear_expired_statement(claim.value, u)])
+            for r, u in stale
+        ]:
+            future.result()
+        waiting = [h for holders in lost.values() for h in holders if not h.expired]
+        if any(h.user_id is None or h.user_id < claim.owner_id for h in waiting):
+            self._unclaim(claim, held)
+
+    def _unclaim(self, claim: UniqueClaim, regions: set[str], action: str = "register_unclaim") -> None:
+        """Delete this sign-up's claims in `regions`, in parallel; one that cannot be reached is left to its
+        region's resolver (its user never appears)."""
+        futures = {
+            region: self._submit(
+                self.servers[region].execute, action, [claims.unclaim_statement(claim.value, claim.owner_id)]
+            )
+            for region in regions
+        }
+        regions.clear()
         for region, future in futures.items():
             try:
                 future.result()
-            except Exception as error:  # logged; a resolver finishes the part
-                unfinished.append(region)
-                log.warning("%s of %s in %s failed, left to its resolver: %s", how, gid, region, error)
-        if commit and not unfinished:
-            # Every part committed, so the decision is no longer needed; off the request's path (and
-            # outside its counters: no copied context).
-            with contextlib.suppress(RuntimeError):  # the backend is closing: the row stays, harmless
-                self._pool.submit(self._forget, gid)
+            except Exception as error:  # logged; a resolver or the next sign-up of the name clears it
+                log.warning("claim of %r in %s not released: %s", claim.value, region, error)
 
-    def _forget(self, gid: str) -> None:
-        try:
-            region = twophase.decision_region_of(gid)
-            assert region is not None
-            self.servers[region].execute("forget_decision", [twophase.forget_decision(gid)])
-        except Exception as error:  # a leftover decision row is harmless
-            log.info("decision of %s kept: %s", gid, error)
+    def _remove(self, work: Work, home: str) -> list[Rows]:
+        """The user and its local claim in one local transaction; then its claims everywhere else, in
+        parallel, if the action says the user went (`commit_if`)."""
+        (claim,) = work.releases
+        results = self._on(home, work, [claims.release_local_statement(claim)])[: len(work.statements)]
+        if work.commit_if is None or work.commit_if(results):
+            self._unclaim(claim, {region for region in self.claim_regions() if region != home}, work.action)
+        return results
 
     def _submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         # Each thread records into the same request's counters.
@@ -294,13 +322,30 @@ class RegionalPostgresBackend(Backend):
         for region, region_rows in by_region.items():
             self.servers[region].copy_rows(table, region_rows, progress)
         if table == "users":
+            # Loaded users are settled: their claims in every claim region and their home.
+            now = dt.datetime.now(dt.UTC)
             entries: dict[str, list[dict]] = {}
             for row in rows:
-                entries.setdefault(self.directory_of(row["username"]), []).append(
-                    {"username": canonical_username(row["username"]), "city": row["city"], "user_id": row["id"]}
-                )
+                home = self.home_region(row["city"])
+                entry = {
+                    "username": canonical_username(row["username"]),
+                    "user_id": row["id"],
+                    "city": row["city"],
+                    "region": home,
+                    "claimed_from": home,
+                    "lease_until": now,
+                    "settled": True,
+                }
+                for region in {*self.claim_regions(), home}:
+                    entries.setdefault(region, []).append(entry)
+            # Regions that share one database (tests put every region on one server) get each entry once.
+            loaded: dict[object, set[str]] = {}
             for region, region_rows in entries.items():
-                self.servers[region].copy_rows("username_directory", region_rows)
+                server = self.servers[region]
+                done = loaded.setdefault(getattr(server, "conninfo", id(server)), set())
+                fresh = [row for row in region_rows if row["username"] not in done]
+                done.update(row["username"] for row in fresh)
+                server.copy_rows(claims.DIRECTORY_TABLE, fresh)
 
     def truncate(self) -> None:
         for server in self.servers.values():
@@ -312,9 +357,9 @@ class RegionalPostgresBackend(Backend):
             server.wait_ready(timeout)
 
     def start_housekeeping(self) -> None:
-        """Resolve this region's in-doubt two-phase commits in the background (movr.store.twophase)."""
+        """Settle or clear this region's expired claims in the background (movr.store.claims)."""
         if self._sweeper is None:
-            self._sweeper = twophase.InDoubtSweeper(self.servers, self.region)
+            self._sweeper = claims.ClaimResolver(self.servers, self.region)
             self._sweeper.start()
 
     def ping(self) -> bool:
@@ -346,29 +391,3 @@ def _check_regions(preset: Preset, servers: Mapping[str, object], directory_regi
 
 def _conninfo(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-class _Participants:
-    """The parts of a two-phase commit other than the user's region's: their PREPAREs, awaited once."""
-
-    def __init__(self, futures: dict[str, Future]) -> None:
-        self._futures = futures
-        self._outcome: tuple[list[str], Exception | None] | None = None
-
-    def _settle(self) -> tuple[list[str], Exception | None]:
-        if self._outcome is None:
-            prepared, failure = [], None
-            for region, future in self._futures.items():
-                try:
-                    future.result()
-                    prepared.append(region)
-                except Exception as error:  # reported by failure(), after phase two
-                    failure = failure or error
-            self._outcome = (prepared, failure)
-        return self._outcome
-
-    def prepared(self) -> list[str]:
-        return self._settle()[0]
-
-    def failure(self) -> Exception | None:
-        return self._settle()[1]

@@ -21,6 +21,7 @@ class Home:
 
     kind: HomeKind
     city: str | None = None
+    username: str | None = None  # a search for a user by name: the lab's claims name the user's home
 
     @classmethod
     def of_city(cls, city: str) -> Home:
@@ -28,9 +29,10 @@ class Home:
         return cls("city", city)
 
     @classmethod
-    def search(cls) -> Home:
-        """The action names no home: look locally first, then in every other region at once."""
-        return cls("search")
+    def search(cls, username: str | None = None) -> Home:
+        """The action names no home: look locally first, then in every other region at once (or, for a
+        user named by `username`, where the lab's local claim of that name says the user lives)."""
+        return cls("search", username=username)
 
     @classmethod
     def local(cls) -> Home:

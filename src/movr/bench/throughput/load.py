@@ -100,7 +100,6 @@ async def send(context: LoadContext, journey: Journey, step: str, intended: floa
         context.topology,
         step,
         city=journey.city,
-        username=journey.username,
         served_by=figures.served_by,
         statements=figures.statements,
         cpu_ms=context.cpu_ms.get(step, 0.0),  # the idle lab's: CPU queueing is not part of a floor

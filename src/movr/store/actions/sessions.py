@@ -31,7 +31,8 @@ class LoggedIn(UserRecord):
 def authenticate(
     store: Backend, *, username: str, password: str, limit: rules.LoginLimit = DEFAULT_LOGIN_LIMIT
 ) -> LoggedIn:
-    """Log in by username, in any case. The username names no home: locality-optimized search finds it.
+    """Log in by username, in any case. The username names no home: the backend finds it (a search, or
+    where a local index of names says the user lives).
 
     Failed log-ins are counted on the user's row, in its home region, wherever the attempt lands, and the
     search reads the count: a username with `limit.failures` failures in the window is refused
@@ -41,16 +42,17 @@ def authenticate(
     if not isinstance(username, str) or not rules.USERNAME_RE.fullmatch(username) or not isinstance(password, str):
         verify_password(None, "x")
         raise errors.BadCredentials()
+    username = rules.canonical_username(username)
     rows = run_statement(
         store,
         "authenticate",
-        Home.search(),
+        Home.search(username),
         f"SELECT {USER_COLUMNS}, password_hash, session_epoch, failed_logins,"
         " COALESCE(failed_since > now() - %(window)s * INTERVAL '1 second', false) AS counting,"
         " ceil(extract(epoch FROM failed_since + %(window)s * INTERVAL '1 second' - now()))::integer AS retry_after"
         " FROM users WHERE username = %(username)s",
         readonly=True,
-        username=rules.canonical_username(username),
+        username=username,
         window=limit.window_s,
     )
     row = rows[0] if rows else None

@@ -79,14 +79,14 @@ def register(
         raise
     except errors.Busy:
         # Only the name's unique entries can be held: by a sign-up not yet committed or rolled back, e.g.
-        # a two-phase commit whose coordinator died, until a resolver finishes it.
+        # the lab's claims of a sign-up whose coordinator died, until a resolver clears them.
         raise errors.UsernamePending(
             f"another sign-up for {username!r} has not finished yet; try again in a few seconds"
         ) from None
     except Exception as error:
         if sqlstate_of(error) == UNIQUE_VIOLATION and "username" in (constraint_of(error) or "username"):
-            # A retry on the lab's backend: the name's directory claim, which the backend adds to the
-            # statement, fails against the first sign-up's entry; the first answer is still there to give.
+            # A retry on the lab's backend: the name's claims, which the backend makes before the statement,
+            # meet the first sign-up's user; the first answer is still there to give.
             first = _first_answer(store, city, remembered) if remembered.key is not None else None
             if first is not None:
                 return user_of(first)
