@@ -13,15 +13,14 @@ import pytest
 from click.testing import CliRunner
 from labkit import LAB_SCALE, assert_links_shown_whole, lab_status
 
+from movr.bench.client import STEPS, Client, Journey
 from movr.bench.failover.drill import DrillConfig, run_drill
-from movr.bench.journey import run_journey
 from movr.cli import main
 from movr.geo import load_preset
 from movr.lab.faults import heal, partition
 from movr.lab.links import fetch_links
 from movr.lab.state import LabState
 from movr.lab.supervisor import processes_left
-from movr.store.regional import directory_region
 
 pytestmark = pytest.mark.lab
 
@@ -131,8 +130,9 @@ def test_audit_passes_with_the_europe_super_region_and_fails_on_a_european_row_i
 
 def test_a_partition_cuts_links_but_is_no_failover_and_writes_still_reach_a_quorum(domiciled: LabState) -> None:
     run_dir = domiciled.run_dir
-    directories = ["eu-central-1", "eu-west-3"]
-    username = next(f"nyc{n}" for n in range(9999) if directory_region(AWS, f"nyc{n}", directories) == "eu-central-1")
+    journey = Journey("boston", "boston-before-the-cut")
+    signed_up = Client(domiciled.balancer_url or "").send(journey.request("sign up"), journey.headers())
+    journey.keep("sign up", signed_up.raise_for_status(journey.request("sign up")))
     down = partition(run_dir, "eu-west-3", "us-east-2")
     try:
         assert "standby:eu-west-3->us-east-2-a" in down and "app:us-east-2->eu-west-3-a" in down
@@ -143,12 +143,67 @@ def test_a_partition_cuts_links_but_is_no_failover_and_writes_still_reach_a_quor
         text, status = lab_status(run_dir, columns=80)
         assert_links_shown_whole(text, status)
         assert text.count("DOWN") == len(down) == sum(link["down"] for link in status["links"])
-        # Boston's commits wait for its standby in eu-central-1 now; the journey completes.
+        # A new name must be claimed in every region (movr.store.claims): across the cut it cannot be, so
+        # sign-up answers 503 and writes nothing; no other step needs eu-west-3.
         state = LabState.read(run_dir)
-        journey = run_journey(state, AWS, "boston", state.scale, username=username)
-        assert [s.status < 300 for s in journey.steps] == [True] * len(journey.steps)
+        client = Client(state.balancer_url or "", reconnect=True)
+        refused = Journey("boston", "partitioned-boston")
+        reply = client.send(refused.request("sign up"), refused.headers())
+        assert reply.status == 503 and json.loads(reply.body)["error"]["code"] == "store_unavailable"
+        # The rest of Boston's journey, for a user who signed up before the cut: its commits wait for its
+        # standby in eu-central-1 now, and every step completes.
+        for step in STEPS[1:]:
+            request = journey.request(step)
+            reply = client.send(request, journey.headers())
+            journey.keep(step, reply.raise_for_status(request))
+            assert reply.status < 300, (step, reply.status, reply.body[:200])
         assert LabState.read(run_dir).survival.failovers == []
     finally:
         heal(run_dir, ["eu-west-3", "us-east-2"])
     links = {link["name"]: link for link in fetch_links(domiciled.links_control_port, token=domiciled.control_token)}
     assert not any(link["down"] for link in links.values())
+
+
+def test_a_standby_catches_up_while_its_primary_has_flushed_only_part_of_its_newest_record(tmp_path: Path) -> None:
+    """A standby has caught up once it has replayed what its primary holds, even when the primary's newest
+    record spans WAL pages and its transaction is still open: the WAL writer flushes the whole pages, and
+    nothing flushes the tail (after a crash, hint bits' full-page images are such records). Measured against the
+    primary's write position instead, a healed standby waited for WAL an idle primary did not send, timed
+    out, and was rewound off the primary's history: `heal all` took 75 s."""
+    import time
+
+    from movr.lab.layout import plan_lab
+    from movr.lab.standbys import PRIMARY_BASE_SETTINGS, clone, wait_caught_up
+    from movr.lab.state import lab_passfile, lab_server
+    from movr.lab.survival import SurvivalOptions, parse_lsn, plan_survival
+
+    layout = plan_survival(plan_lab(AWS, "multi", LAB_SCALE, AWS.name), SurvivalOptions("zone").spec(AWS.name))
+    primary = lab_server(tmp_path, layout.servers["eu-central-1-a"])
+    standby = lab_server(tmp_path, layout.servers["eu-central-1-b"])
+    try:
+        primary.init({**PRIMARY_BASE_SETTINGS, **layout.server_settings})
+        primary.start()
+        clone(tmp_path, layout, "eu-central-1-b", primary.port)
+        with psycopg.connect(primary.dsn()) as writer, psycopg.connect(primary.dsn(), autocommit=True) as conn:
+
+            def flushed() -> int:
+                row = conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()
+                return parse_lsn(row[0] if row else None)
+
+            before = flushed()
+            # Over three WAL pages, not flushed, in a transaction that stays open while the standby catches up.
+            row = writer.execute(
+                "SELECT pg_logical_emit_message(false, 'movr-test', repeat('x', 20000), false)::text"
+            ).fetchone()
+            end = parse_lsn(row[0] if row else None)
+            while flushed() == before:
+                time.sleep(0.05)  # polling for the WAL writer, which writes the record's whole pages
+            assert before < flushed() < end, "the primary's flushed WAL should end inside the record"
+
+            wait_caught_up(standby.port, primary.port, lab_passfile(tmp_path), timeout=5.0)
+            with psycopg.connect(standby.dsn(), autocommit=True) as replica:
+                row = replica.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()
+            assert parse_lsn(row[0] if row else None) >= end
+    finally:
+        standby.stop()
+        primary.stop()

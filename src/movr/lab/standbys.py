@@ -230,9 +230,19 @@ def _start_standby(
 
 
 def wait_caught_up(standby_port: int, primary_port: int, passfile: Path, timeout: float = 30.0) -> None:
-    """Wait until the standby has replayed the primary's WAL up to where the primary is now."""
+    """Wait until the standby has replayed the primary's WAL up to where the primary is now.
+
+    "Now" is where the primary has inserted WAL, made durable by a commit of our own. Not its write position
+    (pg_current_wal_lsn): that may end inside a record whose tail nothing flushes - the WAL writer writes
+    whole pages only until the record's transaction ends, and hint bits' full-page images written right after
+    crash recovery were such records - so an idle primary would send the standby only part of it until its
+    background writer logs running transactions, up to 15 s later. The commit writes no rows and waits for no
+    standby (synchronous_commit local).
+    """
     with psycopg.connect(direct_dsn(primary_port, passfile, "postgres"), autocommit=True) as conn:
-        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        with conn.transaction():
+            conn.execute("SET LOCAL synchronous_commit = local")
+            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text, pg_current_xact_id()").fetchone()
         target = parse_lsn(row[0] if row else None)
     deadline = time.monotonic() + timeout
     with psycopg.connect(direct_dsn(standby_port, passfile, "postgres"), autocommit=True) as conn:
