@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 from labkit import LAB_SCALE, assert_links_shown_whole, lab_status
 
-from movr.bench.journey import STEPS, run_journey
+from movr.bench.journey import STEPS, run_journey, summarize
 from movr.geo import load_preset
 from movr.lab import control
 from movr.lab.apps import restart_app_server
@@ -53,7 +53,10 @@ def test_signup_costs_one_parallel_round_to_the_other_regions_whatever_the_name(
     sign_up = run.steps[0]
     # One round trip on each other region's link, in one round: the floor counts it once, at the farthest.
     assert sign_up.step == "sign up" and sign_up.link_wan_round_trips == 2 and sign_up.unavoidable_wan == 1
+    assert sign_up.wan_by_link == {"app:europe-west1->us-east1-a": 1, "app:europe-west1->us-west1-a": 1}
     assert [s.link_wan_round_trips for s in run.steps[1:]] == [0] * (len(STEPS) - 1)
+    row = next(r for r in summarize([run]) if r["step"] == "sign up")
+    assert row["wan_rounds"] == 1 and row["wan_round_trips"] == 2
 
 
 def test_lab_status_at_80_columns_shows_the_links_as_a_matrix_naming_each_end_whole(multi):

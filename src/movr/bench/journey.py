@@ -43,6 +43,9 @@ class StepResult:
     link_wan_round_trips: int
     floor_ms: float
     unavoidable_wan: int
+    # WAN round trips per link: parallel round trips on different links cost one round, so the step's WAN
+    # rounds are the most any one link carried (a sign-up's claims: one on each other region's link).
+    wan_by_link: dict[str, int] = field(default_factory=dict)
     app_ms: float = 0.0  # the app's own time for the request, SQL included (X-Movr-App-Ms)
     client_rtt_ms: float = 0.0  # the floor's parts: the client's round trip to the serving region,
     sql_floor_ms: float = 0.0  # and the network time SQL cannot avoid (WAN and in-region round trips, commit waits)
@@ -79,10 +82,16 @@ def wan_app_links(state: LabState) -> set[str]:
     return {link.name for link in state.plan.links if link.name.startswith("app:") and link.kind == "wan"}
 
 
+def round_trips_by_link(links: set[str], before: dict[str, dict], after: dict[str, dict]) -> dict[str, int]:
+    """The round trips each of `links` carried between two counter readings (links that carried none left out)."""
+    counts = {
+        name: after[name]["round_trips"] - before.get(name, {}).get("round_trips", 0) for name in links if name in after
+    }
+    return {name: count for name, count in sorted(counts.items()) if count}
+
+
 def round_trips_on(links: set[str], before: dict[str, dict], after: dict[str, dict]) -> int:
-    return sum(
-        after[name]["round_trips"] - before.get(name, {}).get("round_trips", 0) for name in links if name in after
-    )
+    return sum(round_trips_by_link(links, before, after).values())
 
 
 def run_journey(state: LabState, preset: Preset, city: str, scale: float, username: str | None = None) -> JourneyRun:
@@ -131,6 +140,7 @@ def run_journey(state: LabState, preset: Preset, city: str, scale: float, userna
                     data_regions=list(figures_.data_regions),
                     app_wan_round_trips=figures_.wan_round_trips,
                     link_wan_round_trips=round_trips_on(wan_links, before, after),
+                    wan_by_link=round_trips_by_link(wan_links, before, after),
                     floor_ms=floor.total_ms,
                     unavoidable_wan=floor.wan_round_trips,
                     app_ms=figures_.app_ms,
@@ -166,6 +176,9 @@ def summarize(runs: list[JourneyRun]) -> list[dict[str, Any]]:
                 },
                 "statements": max(r.statements for r in results),
                 "wan_round_trips": max(r.link_wan_round_trips for r in results),
+                # The most any one link carried in a journey, and the links of the journey that crossed most.
+                "wan_rounds": max(max(r.wan_by_link.values(), default=0) for r in results),
+                "wan_by_link": max((r.wan_by_link for r in results), key=lambda links: sum(links.values())),
                 "samples": len(results),
             }
         )
