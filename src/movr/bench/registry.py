@@ -15,6 +15,7 @@ from movr.bench.experiment import Experiment
 # every experiment's dependencies.
 EXPERIMENT_MODULES: tuple[str, ...] = (
     "movr.bench.journey",
+    "movr.bench.path",
     "movr.bench.actions",
     "movr.bench.links",
     "movr.bench.ycsb.ycsb",
