@@ -65,6 +65,32 @@ def floor(
     return Floor(preset.client_rtt_ms(city, served_by) * scale, sql * scale, cpu_ms, len(wan_rtts_ms))
 
 
+def _statements_floor(
+    preset: Preset,
+    scale: float,
+    city: str,
+    served_by: str,
+    statements: int,
+    wan_rtts_ms: Sequence[float],
+    *,
+    commit_ms: float,
+    cpu_ms: float,
+    one_local_transaction: bool = False,
+) -> Floor:
+    """The floor of a request's `statements` given the WAN round trips they cannot avoid: each statement
+    beyond those stays in its region, one intra-region RTT (`one_local_transaction`: one for them all)."""
+    return floor(
+        preset,
+        scale,
+        city=city,
+        served_by=served_by,
+        wan_rtts_ms=wan_rtts_ms,
+        local_round_trips=1 if one_local_transaction else max(0, statements - len(wan_rtts_ms)),
+        commit_ms=commit_ms,
+        cpu_ms=cpu_ms,
+    )
+
+
 # --------------------------------------------------------------------------------------------------------
 # The journey's steps
 
@@ -139,16 +165,19 @@ def step_floor(
         return None
     directories = layout.directory_regions if layout is not None else None
     wan = journey_wan_rtts(preset, topology, step, served_by, city, statements, directories)
-    return floor(
+    commit = journey_commit_ms(layout, preset, step, served_by, city)
+    # A multi sign-up's statements beyond its round to the other regions are one local transaction.
+    one_transaction = step == "sign up" and topology == "multi"
+    return _statements_floor(
         preset,
         scale,
-        city=city,
-        served_by=served_by,
-        wan_rtts_ms=wan,
-        # A multi sign-up's statements beyond its round to the other regions are one local transaction.
-        local_round_trips=1 if step == "sign up" and topology == "multi" else max(0, statements - len(wan)),
-        commit_ms=journey_commit_ms(layout, preset, step, served_by, city),
+        city,
+        served_by,
+        statements,
+        wan,
+        commit_ms=commit,
         cpu_ms=cpu_ms,
+        one_local_transaction=one_transaction,
     )
 
 
@@ -199,16 +228,7 @@ def request_floor(
             commit = commit_wait_ms(layout, preset, home, now.get(home, layout.groups[home].primary)) or 0.0
     else:
         wan = journey_wan_rtts(preset, topology, "", served_by, city, statements)
-    return floor(
-        preset,
-        scale,
-        city=city,
-        served_by=served_by,
-        wan_rtts_ms=wan,
-        local_round_trips=max(0, statements - len(wan)),
-        commit_ms=commit,
-        cpu_ms=cpu_ms,
-    )
+    return _statements_floor(preset, scale, city, served_by, statements, wan, commit_ms=commit, cpu_ms=cpu_ms)
 
 
 # --------------------------------------------------------------------------------------------------------

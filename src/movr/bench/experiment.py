@@ -181,6 +181,16 @@ def command_for(experiment: Experiment) -> click.Command:
     return click.command(experiment.name, help=experiment.summary)(command)
 
 
+def lab_options(default_preset: str = "gcp-3") -> tuple[OptionDecorator, OptionDecorator]:
+    """`--preset` and `--scale` as the experiments that stand up a whole lab take them."""
+    return (
+        click.option("--preset", default=default_preset, show_default=True, help="Preset name or TOML file."),
+        click.option(
+            "--scale", default=1.0, show_default=True, type=click.FloatRange(0.001, 100), help="Multiplies every delay."
+        ),
+    )
+
+
 def preset_option(source: str) -> Preset:
     try:
         return load_preset(source)

@@ -21,7 +21,7 @@ from rich.progress import Progress
 
 from movr import floors
 from movr.bench.client import STEPS, ApiError, Client, Journey
-from movr.bench.experiment import Experiment, ExperimentError, choices, console, preset_option, split
+from movr.bench.experiment import Experiment, ExperimentError, choices, console, lab_options, preset_option, split
 from movr.bench.journey_views import checks, figures, headline, print_tables, report
 from movr.geo import Preset
 from movr.lab.layout import TOPOLOGIES
@@ -321,8 +321,7 @@ EXPERIMENT = Experiment(
     summary="The tutorial's journey through the balancer, from each city, in each topology.",
     run=run,
     options=(
-        click.option("--preset", default="gcp-3", show_default=True, help="Preset name or TOML file."),
-        click.option("--scale", default=1.0, show_default=True, type=click.FloatRange(0.001, 100)),
+        *lab_options(),
         click.option(
             "--from",
             "cities_text",

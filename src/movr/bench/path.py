@@ -36,6 +36,7 @@ from movr.bench.experiment import (
     Figure,
     Result,
     console,
+    lab_options,
     postgresql_version,
     preset_option,
 )
@@ -282,8 +283,7 @@ EXPERIMENT = Experiment(
     summary="Each hop of a request's path (balancer, app server, link, PostgreSQL) measured on one multi lab.",
     run=run,
     options=(
-        click.option("--preset", default="gcp-3", show_default=True, help="Preset name or TOML file."),
-        click.option("--scale", default=1.0, show_default=True, type=click.FloatRange(0.001, 100)),
+        *lab_options(),
         click.option("--region", default=None, help="The region whose path is measured [the primary region]."),
         click.option("--samples", default=200, show_default=True, type=click.IntRange(1, 100_000)),
         click.option("--quick", is_flag=True, help=f"{QUICK_SAMPLES} rounds: a smoke test, not a measurement."),

@@ -3,7 +3,7 @@
 Both carry the same facts — home city, user id, username, the user's session epoch and a session id —
 signed with the app's secret key, so authenticating a request needs no database lookup of its own. Whether
 the session is still live (not logged out, not ended by "log out everywhere", the account not removed) is
-checked by each action inside its own statement (SESSION_LIVE in movr.store.actions._shared); an action that finds it
+checked by each action inside its own statement (SESSION_LIVE in movr.store.actions._sql); an action that finds it
 ended raises SessionEnded: 401 on the API, a redirect to log-in on pages. The bearer token issued at log-in
 shares the session's id, so logging out ends both. A session id carries its issue time: sessions older
 than their lifetime are refused here, which is what lets ended ids be forgotten after that long.

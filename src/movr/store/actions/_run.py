@@ -43,6 +43,20 @@ def run_statement(store: Backend, action: str, home: Home, sql: str, readonly: b
     return run_work(store, Work(action, [Statement(sql, params)], home, readonly=readonly))[0]
 
 
+def run_in_city(store: Backend, action: str, city: str, sql: str, readonly: bool = False, **params: Any) -> Rows:
+    """One statement homed in `city`, a city known_city accepted, with `%(city)s` among its parameters."""
+    return run_statement(store, action, Home.of_city(city), sql, readonly, city=city, **params)
+
+
+def own_rows(store: Backend, action: str, city: str, sql: str, session: Session | None, **params: Any) -> Rows:
+    """A read of a user's own rows in `city`, for `session`: `sql` joins its `live` CTE (LIVE) to the rows it
+    found, so it answers one row, of NULLs but `session_live`, when it found none. SessionEnded when the
+    session has ended (the read then finds nothing), else the rows found."""
+    rows = run_in_city(store, action, city, sql, readonly=True, **session_params(session, city), **params)
+    check_session(rows[0])
+    return [row for row in rows if row["id"] is not None]
+
+
 def known_city(store: Backend, city: str) -> str:
     if not isinstance(city, str) or not store.preset.is_city(city):
         raise errors.BadCity(f"MovR does not operate in {str(city)[:64]!r}")
@@ -71,3 +85,17 @@ def session_params(session: Session | None, city: str) -> dict[str, Any]:
 def check_session(row: dict[str, Any]) -> None:
     if not row["session_live"]:
         raise errors.SessionEnded()
+
+
+def changed_ride(row: dict[str, Any], rider_id: uuid.UUID) -> RideRecord | None:
+    """The answer of a statement that changes a rider's ride: its `session_live`, `owner_of_ride` (the ride's
+    rider, NULL when there is no such ride) and the changed ride's columns (NULL when it changed nothing).
+    The ride when it changed; None when it is the rider's but did not change (the caller knows why)."""
+    check_session(row)
+    if row["owner_of_ride"] is None:
+        raise errors.UnknownRide()
+    if row["id"] is not None:
+        return ride_of(row)
+    if str(row["owner_of_ride"]) != str(rider_id):
+        raise errors.NotYourRide()
+    return None

@@ -22,3 +22,8 @@ SESSION_LIVE = """(%(session_epoch)s::integer IS NULL OR EXISTS (
     SELECT 1 FROM users su
      WHERE su.city = %(city)s AND su.id = %(session_user)s::uuid AND su.session_epoch = %(session_epoch)s::integer
        AND NOT (%(session_id)s::bigint = ANY (su.ended_sessions))))"""
+# The CTE `live` of a statement that checks the session: SESSION_LIVE once, which the statement's writes
+# and reads are gated on as `(SELECT ok FROM live)` and which it answers as `session_live` (check_session).
+LIVE = f"""live AS (
+            SELECT {SESSION_LIVE} AS ok
+        )"""

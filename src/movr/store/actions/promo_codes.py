@@ -7,8 +7,8 @@ import uuid
 
 from movr.domain import errors, rules
 from movr.domain.records import PromoCodeRecord, RideRecord
-from movr.store.actions._run import Session, check_session, known_city, ride_of, run_statement, session_params
-from movr.store.actions._sql import RIDE_COLUMNS, SESSION_LIVE, UNIQUE_VIOLATION
+from movr.store.actions._run import Session, changed_ride, known_city, run_in_city, run_statement, session_params
+from movr.store.actions._sql import LIVE, RIDE_COLUMNS, UNIQUE_VIOLATION
 from movr.store.backend import Backend
 from movr.store.transaction import sqlstate_of
 from movr.store.work import Home
@@ -64,14 +64,8 @@ def apply_promo_code(
     """Apply a promo code to your open ride: reads the GLOBAL table and updates the ride in one statement."""
     city = known_city(store, city)
     code = rules.check_text(code, "promo code", 32, required=True).upper()
-    rows = run_statement(
-        store,
-        "apply_promo_code",
-        Home.of_city(city),
-        f"""
-        WITH live AS (
-            SELECT {SESSION_LIVE} AS ok
-        ), promo AS (
+    sql = f"""
+        WITH {LIVE}, promo AS (
             SELECT code FROM promo_codes WHERE code = %(code)s AND expires_at > now()
         ), before AS (
             SELECT rider_id, end_time FROM rides WHERE city = %(city)s AND id = %(ride_id)s
@@ -84,21 +78,17 @@ def apply_promo_code(
         SELECT live.ok AS session_live, (SELECT count(*) FROM promo) AS promo_found,
                before.rider_id AS owner_of_ride, before.end_time AS ended_at, applied.*
           FROM live LEFT JOIN before ON true LEFT JOIN applied ON true
-        """,
-        city=city,
-        ride_id=rules.check_uuid(ride_id, "ride id"),
-        rider_id=rules.check_uuid(rider_id, "rider id"),
-        code=code,
+        """
+    params = {
+        "ride_id": rules.check_uuid(ride_id, "ride id"),
+        "rider_id": rules.check_uuid(rider_id, "rider id"),
+        "code": code,
         **session_params(session, city),
-    )
-    row = rows[0]
-    check_session(row)
-    if row["owner_of_ride"] is None:
-        raise errors.UnknownRide()
-    if row["id"] is not None:
-        return ride_of(row)
-    if str(row["owner_of_ride"]) != str(rider_id):
-        raise errors.NotYourRide()
+    }
+    row = run_in_city(store, "apply_promo_code", city, sql, **params)[0]
+    ride = changed_ride(row, params["rider_id"])
+    if ride is not None:
+        return ride
     if row["ended_at"] is not None:
         raise errors.RideAlreadyEnded("promo codes apply to open rides only")
     raise errors.UnknownPromoCode()

@@ -7,8 +7,17 @@ import uuid
 from movr.domain import errors, rules
 from movr.domain.records import RideRecord
 from movr.store.actions._idempotency import ANSWER, FRESH, PRIOR, REMEMBER, Remembered, answer_of, run_remembering
-from movr.store.actions._run import Session, check_session, known_city, ride_of, run_statement, session_params
-from movr.store.actions._sql import FOREIGN_KEY_VIOLATION, LIST_LIMIT, RIDE_COLUMNS, SESSION_LIVE, UNIQUE_VIOLATION
+from movr.store.actions._run import (
+    Session,
+    changed_ride,
+    check_session,
+    known_city,
+    own_rows,
+    ride_of,
+    run_in_city,
+    session_params,
+)
+from movr.store.actions._sql import FOREIGN_KEY_VIOLATION, LIST_LIMIT, LIVE, RIDE_COLUMNS, UNIQUE_VIOLATION
 from movr.store.backend import Backend
 from movr.store.transaction import constraint_of, sqlstate_of
 from movr.store.work import Home, Statement, Work
@@ -47,9 +56,7 @@ def start_ride(
     request = {"city": city, "vehicle_id": params["vehicle_id"]}
     remembered = Remembered.of(idempotency_key, "start_ride", request, user_id=params["rider_id"])
     sql = f"""
-        WITH {PRIOR}, live AS (
-            SELECT {SESSION_LIVE} AS ok
-        ), rider AS (
+        WITH {PRIOR}, {LIVE}, rider AS (
             SELECT id FROM users WHERE city = %(city)s AND id = %(rider_id)s FOR KEY SHARE
         ), vehicle_before AS (
             SELECT status FROM vehicles WHERE city = %(city)s AND id = %(vehicle_id)s
@@ -107,16 +114,13 @@ def end_ride(
     """End your open ride and free its vehicle: one statement."""
     city = known_city(store, city)
     params = {
-        "city": city,
         "ride_id": rules.check_uuid(ride_id, "ride id"),
         "rider_id": rules.check_uuid(rider_id, "rider id"),
         "location": rules.check_text(location, "location", rules.MAX_LOCATION) or None,
         **session_params(session, city),
     }
     sql = f"""
-        WITH live AS (
-            SELECT {SESSION_LIVE} AS ok
-        ), before AS (
+        WITH {LIVE}, before AS (
             SELECT rider_id FROM rides WHERE city = %(city)s AND id = %(ride_id)s
         ), ended AS (
             UPDATE rides SET end_time = now(), end_location = COALESCE(%(location)s, start_location)
@@ -132,15 +136,10 @@ def end_ride(
         SELECT live.ok AS session_live, before.rider_id AS owner_of_ride, ended.*
           FROM live LEFT JOIN before ON true LEFT JOIN ended ON true
     """
-    row = run_statement(store, "end_ride", Home.of_city(city), sql, **params)[0]
-    check_session(row)
-    if row["owner_of_ride"] is None:
-        raise errors.UnknownRide()
-    if row["id"] is not None:
-        return ride_of(row)
-    if str(row["owner_of_ride"]) != str(params["rider_id"]):
-        raise errors.NotYourRide()
-    raise errors.RideAlreadyEnded()
+    ride = changed_ride(run_in_city(store, "end_ride", city, sql, **params)[0], params["rider_id"])
+    if ride is None:
+        raise errors.RideAlreadyEnded()
+    return ride
 
 
 def list_rides(
@@ -153,14 +152,8 @@ def list_rides(
 ) -> list[RideRecord]:
     """A rider's rides, newest first; rides live in the rider's home city."""
     city = known_city(store, city)
-    rows = run_statement(
-        store,
-        "list_rides",
-        Home.of_city(city),
-        f"""
-        WITH live AS (
-            SELECT {SESSION_LIVE} AS ok
-        ), found AS (
+    sql = f"""
+        WITH {LIVE}, found AS (
             SELECT r.city, r.id, r.rider_id, r.vehicle_id, r.start_location, r.start_time, r.end_location,
                    r.end_time, r.promo_code, COALESCE(v.type, '') AS vehicle_type,
                    COALESCE(v.brand, '') AS vehicle_brand
@@ -171,12 +164,7 @@ def list_rides(
         )
         SELECT live.ok AS session_live, found.* FROM live LEFT JOIN found ON true
          ORDER BY found.start_time DESC, found.id
-        """,
-        readonly=True,
-        city=city,
-        rider_id=rules.check_uuid(rider_id, "rider id"),
-        limit=max(1, min(limit, LIST_LIMIT)),
-        **session_params(session, city),
-    )
-    check_session(rows[0])
-    return [ride_of(row) for row in rows if row["id"] is not None]
+        """
+    rider = rules.check_uuid(rider_id, "rider id")
+    rows = own_rows(store, "list_rides", city, sql, session, rider_id=rider, limit=max(1, min(limit, LIST_LIMIT)))
+    return [ride_of(row) for row in rows]

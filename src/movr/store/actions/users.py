@@ -10,7 +10,7 @@ from movr.domain.passwords import hash_password
 from movr.domain.records import UserRecord
 from movr.store import stats
 from movr.store.actions._idempotency import ANSWER, FRESH, PRIOR, REMEMBER, Remembered, answer_of, run_remembering
-from movr.store.actions._run import Session, check_session, known_city, run_statement, run_work, session_params, user_of
+from movr.store.actions._run import Session, check_session, known_city, run_in_city, run_work, session_params, user_of
 from movr.store.actions._sql import LIST_LIMIT, SESSION_LIVE, UNIQUE_VIOLATION, USER_COLUMNS
 from movr.store.backend import Backend
 from movr.store.transaction import constraint_of, sqlstate_of
@@ -97,51 +97,26 @@ def register(
 
 def _first_answer(store: Backend, city: str, remembered: Remembered) -> dict[str, Any] | None:
     """The stored answer to a key, read on its own (a second statement, on a retry's rare paths only)."""
-    rows = run_statement(
-        store,
-        "register",
-        Home.of_city(city),
-        f"WITH {PRIOR} SELECT request AS prior_request, answer AS prior_answer FROM prior",
-        readonly=True,
-        city=city,
-        **remembered.params(),
-    )
+    sql = f"WITH {PRIOR} SELECT request AS prior_request, answer AS prior_answer FROM prior"
+    rows = run_in_city(store, "register", city, sql, readonly=True, **remembered.params())
     return answer_of(rows[0], remembered) if rows else None
 
 
 def get_user(store: Backend, *, city: str, user_id: uuid.UUID | str, session: Session | None = None) -> UserRecord:
     """A user's profile; with the user's own `session`, SessionEnded when it has ended (or the user is gone)."""
     city = known_city(store, city)
-    rows = run_statement(
-        store,
-        "get_user",
-        Home.of_city(city),
-        f"SELECT {USER_COLUMNS} FROM users WHERE city = %(city)s AND id = %(id)s AND {SESSION_LIVE}",
-        readonly=True,
-        city=city,
-        id=rules.check_uuid(user_id, "user id"),
-        **session_params(session, city),
-    )
+    sql = f"SELECT {USER_COLUMNS} FROM users WHERE city = %(city)s AND id = %(id)s AND {SESSION_LIVE}"
+    params = {"id": rules.check_uuid(user_id, "user id"), **session_params(session, city)}
+    rows = run_in_city(store, "get_user", city, sql, readonly=True, **params)
     if not rows:
-        raise (
-            errors.SessionEnded()
-            if session_params(session, city)["session_epoch"] is not None
-            else errors.UnknownUser()
-        )
+        raise errors.SessionEnded() if params["session_epoch"] is not None else errors.UnknownUser()
     return user_of(rows[0])
 
 
 def list_users(store: Backend, *, city: str, limit: int = LIST_LIMIT) -> list[UserRecord]:
     city = known_city(store, city)
-    rows = run_statement(
-        store,
-        "list_users",
-        Home.of_city(city),
-        f"SELECT {USER_COLUMNS} FROM users WHERE city = %(city)s ORDER BY username LIMIT %(limit)s",
-        readonly=True,
-        city=city,
-        limit=max(1, min(limit, LIST_LIMIT)),
-    )
+    sql = f"SELECT {USER_COLUMNS} FROM users WHERE city = %(city)s ORDER BY username LIMIT %(limit)s"
+    rows = run_in_city(store, "list_users", city, sql, readonly=True, limit=max(1, min(limit, LIST_LIMIT)))
     return [user_of(row) for row in rows]
 
 

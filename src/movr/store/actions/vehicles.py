@@ -7,8 +7,16 @@ import uuid
 from movr.domain import errors, rules
 from movr.domain.records import VehicleRecord
 from movr.store.actions._idempotency import ANSWER, FRESH, PRIOR, REMEMBER, Remembered, answer_of, run_remembering
-from movr.store.actions._run import Session, check_session, known_city, run_statement, session_params, vehicle_of
-from movr.store.actions._sql import FOREIGN_KEY_VIOLATION, LIST_LIMIT, SESSION_LIVE, VEHICLE_COLUMNS
+from movr.store.actions._run import (
+    Session,
+    check_session,
+    known_city,
+    own_rows,
+    run_in_city,
+    session_params,
+    vehicle_of,
+)
+from movr.store.actions._sql import FOREIGN_KEY_VIOLATION, LIST_LIMIT, LIVE, SESSION_LIVE, VEHICLE_COLUMNS
 from movr.store.backend import Backend
 from movr.store.transaction import sqlstate_of
 from movr.store.work import Home, Statement, Work
@@ -18,23 +26,16 @@ def list_vehicles(
     store: Backend, *, city: str, available_only: bool = True, limit: int = LIST_LIMIT
 ) -> list[VehicleRecord]:
     city = known_city(store, city)
-    rows = run_statement(
-        store,
-        "list_vehicles",
-        Home.of_city(city),
-        """
+    sql = """
         SELECT v.city, v.id, v.type, v.owner_id, v.status, v.last_location, v.color, v.brand,
                v.date_added, u.username AS owner_username
           FROM vehicles v JOIN users u ON u.city = v.city AND u.id = v.owner_id
          WHERE v.city = %(city)s AND (NOT %(available_only)s OR v.status = 'available')
          ORDER BY v.date_added DESC, v.id
          LIMIT %(limit)s
-        """,
-        readonly=True,
-        city=city,
-        available_only=available_only,
-        limit=max(1, min(limit, LIST_LIMIT)),
-    )
+        """
+    limit = max(1, min(limit, LIST_LIMIT))
+    rows = run_in_city(store, "list_vehicles", city, sql, readonly=True, available_only=available_only, limit=limit)
     return [vehicle_of(row) for row in rows]
 
 
@@ -42,27 +43,16 @@ def list_user_vehicles(
     store: Backend, *, city: str, owner_id: uuid.UUID | str, session: Session | None = None
 ) -> list[VehicleRecord]:
     city = known_city(store, city)
-    rows = run_statement(
-        store,
-        "list_user_vehicles",
-        Home.of_city(city),
-        f"""
-        WITH live AS (
-            SELECT {SESSION_LIVE} AS ok
-        ), found AS (
+    sql = f"""
+        WITH {LIVE}, found AS (
             SELECT {VEHICLE_COLUMNS} FROM vehicles
              WHERE city = %(city)s AND owner_id = %(owner_id)s AND (SELECT ok FROM live)
         )
         SELECT live.ok AS session_live, found.* FROM live LEFT JOIN found ON true
          ORDER BY found.date_added DESC, found.id
-        """,
-        readonly=True,
-        city=city,
-        owner_id=rules.check_uuid(owner_id, "owner id"),
-        **session_params(session, city),
-    )
-    check_session(rows[0])
-    return [vehicle_of(row) for row in rows if row["id"] is not None]
+        """
+    rows = own_rows(store, "list_user_vehicles", city, sql, session, owner_id=rules.check_uuid(owner_id, "owner id"))
+    return [vehicle_of(row) for row in rows]
 
 
 def add_vehicle(
@@ -121,23 +111,12 @@ def add_vehicle(
 
 
 def remove_vehicle(
-    store: Backend,
-    *,
-    city: str,
-    vehicle_id: uuid.UUID | str,
-    owner_id: uuid.UUID | str,
-    session: Session | None = None,
+    store: Backend, *, city: str, vehicle_id: uuid.UUID | str, owner_id: uuid.UUID | str, session: Session | None = None
 ) -> None:
     """Remove your own vehicle; refused while it is in a ride. One statement."""
     city = known_city(store, city)
-    rows = run_statement(
-        store,
-        "remove_vehicle",
-        Home.of_city(city),
-        f"""
-        WITH live AS (
-            SELECT {SESSION_LIVE} AS ok
-        ), before AS (
+    sql = f"""
+        WITH {LIVE}, before AS (
             -- Locked: after waiting on a racing action, this reads the row as it committed (or finds it
             -- gone), so the answer names what happened, not what the statement's snapshot saw.
             SELECT owner_id, status FROM vehicles WHERE city = %(city)s AND id = %(id)s FOR UPDATE
@@ -149,13 +128,13 @@ def remove_vehicle(
         )
         SELECT live.ok AS session_live, before.owner_id, before.status, (SELECT count(*) FROM removed) AS removed
           FROM live LEFT JOIN before ON true
-        """,
-        city=city,
-        id=rules.check_uuid(vehicle_id, "vehicle id"),
-        owner_id=rules.check_uuid(owner_id, "owner id"),
+        """
+    params = {
+        "id": rules.check_uuid(vehicle_id, "vehicle id"),
+        "owner_id": rules.check_uuid(owner_id, "owner id"),
         **session_params(session, city),
-    )
-    row = rows[0]
+    }
+    row = run_in_city(store, "remove_vehicle", city, sql, **params)[0]
     check_session(row)
     if row["owner_id"] is None:
         raise errors.UnknownVehicle()
