@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -75,6 +75,23 @@ def claim_owners(lab: LabState, username: str) -> dict[str, list[str]]:
     return {region: [str(row[0]) for row in query(lab, region, sql, u=username)] for region in lab.plan.servers}
 
 
+def least_round_trips(lab: LabState, links: dict[str, str], act: Callable[[], object], attempts: int = 3) -> dict:
+    """Round trips per region that `act` cost on `links`, the least over a few attempts.
+
+    The lab's own app servers sweep expired claims every second on these same links (movr.store.claims), so
+    a window that happens to hold a sweep counts one more; an action that needs more round trips than
+    asserted shows them in every attempt.
+    """
+    least: dict[str, int] = {}
+    for _ in range(attempts):
+        before = link_counters(lab)
+        act()
+        after = link_counters(lab)
+        counted = {region: after[link]["round_trips"] - before[link]["round_trips"] for region, link in links.items()}
+        least = {region: min(counted[region], least.get(region, counted[region])) for region in counted}
+    return least
+
+
 def sign_up(store: RegionalPostgresBackend, username: str, city: str):
     return actions.register(store, city=city, username=username, password="", password_hash=HASH)
 
@@ -86,10 +103,7 @@ def test_a_sign_up_from_rome_costs_one_round_trip_on_each_other_regions_link_wha
     sign_up(rome, f"warm{uuid.uuid4().hex[:8]}", "rome")  # every pool has its connection open
     links = {region: f"app:{ROME}->{lab.plan.servers[region].name}" for region in lab.plan.servers}
     for n in range(6):
-        before = link_counters(lab)
-        sign_up(rome, f"perlink{n}{uuid.uuid4().hex[:6]}", "rome")
-        after = link_counters(lab)
-        counted = {region: after[link]["round_trips"] - before[link]["round_trips"] for region, link in links.items()}
+        counted = least_round_trips(lab, links, lambda n=n: sign_up(rome, f"perlink{n}{uuid.uuid4().hex[:6]}", "rome"))
         assert counted == {ROME: 1, NEW_YORK: 1, WEST: 1}, counted
 
 
@@ -148,11 +162,12 @@ def test_log_in_of_a_user_homed_elsewhere_asks_only_the_users_region(
     name = f"roamer{uuid.uuid4().hex[:8]}"
     password = "correct horse battery"
     user = actions.register(coordinators[NEW_YORK], city="new york", username=name, password=password)
-    before = link_counters(lab)
-    assert actions.authenticate(coordinators[ROME], username=name.upper(), password=password).id == user.id
-    after = link_counters(lab)
     links = {region: f"app:{ROME}->{lab.plan.servers[region].name}" for region in lab.plan.servers}
-    counted = {region: after[link]["round_trips"] - before[link]["round_trips"] for region, link in links.items()}
+
+    def log_in() -> None:
+        assert actions.authenticate(coordinators[ROME], username=name.upper(), password=password).id == user.id
+
+    counted = least_round_trips(lab, links, log_in)
     assert counted == {ROME: 1, NEW_YORK: 1, WEST: 0}, counted
 
 
