@@ -1,7 +1,7 @@
 """The lab console: the whole lab live in a browser, at `<balancer URL>/lab/` (docs/lab.md, "Console").
 
 Served by the lab's balancer (movr.lab.balancer mounts it when it runs for a lab), never by the MovR app.
-Its API (`/lab/api/*`, shapes in /work/briefs/console-api.md) wants the lab's token like every control
+Its API (`/lab/api/*`, listed in docs/lab.md) wants the lab's token like every control
 endpoint (movr.lab.control). Modules: `recorder` (the forwarded requests, written on the balancer's forward
 path), `traffic`, `health`, `topology`, `faults` and `predictions`, `observations`, `journeys`, `placement`,
 `page`, `core` (the console's view of its lab), `stream` (server-sent events), `app` (the routes).
@@ -24,6 +24,7 @@ PREFIX = "/lab"
 
 def mount(app: web.Application, run_dir: Path, token: str, balancer: BalancerView) -> None:
     """Add the console under /lab/ to the balancer's application (before its catch-all forwarding route)."""
+    # Here, not at the top: `movr lab placement` imports this package and needs neither aiohttp nor the app.
     from aiohttp import web
 
     from movr.lab.console.app import build

@@ -3,7 +3,7 @@
 Handlers are thin: each reads its input, runs the work in a worker thread (the state file, signals, SQL, a
 journey: never on the event loop that forwards MovR's traffic) and answers JSON. Every /lab/api/* route but
 the stream is wrapped by the lab's control guard (token; JSON for a state change); refusals and errors use
-the app's shape `{"error": {"code", "message"}}`. Shapes: /work/briefs/console-api.md.
+the app's shape `{"error": {"code", "message"}}`. Shapes: docs/console-api.md.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def added_rtt_ms(state: LabState, live: Mapping[str, Mapping[str, Any]]) -> dict
 def collect(
     state: LabState, balancer_regions: Mapping[str, Mapping[str, Any]], live: Mapping[str, Mapping[str, Any]] | None
 ) -> dict[str, Any]:
-    """The `health` object of the stream's update (/work/briefs/console-api.md); `balancer_regions`: the
+    """The `health` object of the stream's update (docs/console-api.md); `balancer_regions`: the
     balancer's region table (`Balancer.describe()["regions"]`), `live`: `live_links(state)`."""
     primaries = current_primaries(state)
     survival = state.survival

@@ -61,7 +61,7 @@ def verdict(report: AuditReport) -> str:
 
 
 def describe(state: LabState) -> dict[str, Any]:
-    """`GET /lab/api/placement` (/work/briefs/console-api.md)."""
+    """`GET /lab/api/placement` (docs/console-api.md)."""
     domicile = None
     if domiciled(state):
         report = audit(state)

@@ -136,7 +136,7 @@ def figures_of(entry: Forwarded) -> dict[str, Any]:
 
 
 def view(entry: Forwarded, home_region: str | None, usual_region: str | None, floor_ms: float | None) -> dict:
-    """An entry as /lab/api/requests and the stream send it (see /work/briefs/console-api.md)."""
+    """An entry as /lab/api/requests and the stream send it (see docs/console-api.md)."""
     figures = figures_of(entry)
     return {
         "id": entry.seq,

@@ -1,6 +1,6 @@
 """`GET /lab/api/topology`: what the lab is made of, from its state file and preset (no I/O beyond that).
 
-Shapes: /work/briefs/console-api.md. RTTs of the preset are unscaled (the preset's milliseconds); the links'
+Shapes: docs/console-api.md. RTTs of the preset are unscaled (the preset's milliseconds); the links'
 are scaled as the links carry them, and `scale` says the factor.
 """
 
