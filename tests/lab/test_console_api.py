@@ -112,6 +112,9 @@ def test_the_page_names_every_region_and_opens_only_with_the_token(console):
     reply = browser.get(f"{console.base}/", timeout=30)
     assert f'<meta name="movr-lab-token" content="{console.token}">' in reply.text
     assert 'data-testid="console-locked"' not in reply.text
+    bare = requests.get(console.base, timeout=30, allow_redirects=False)  # `/lab`, no slash
+    assert bare.status_code == 302 and bare.headers["Location"] == "/lab/"
+    assert requests.get(f"{console.base}/no-such-page", timeout=30).json()["error"]["code"] == "not_found"
     assert "script-src 'self'" in reply.headers["Content-Security-Policy"]
     # The app's own Bootstrap and stylesheet, served by the console as they are.
     for asset in ("vendor/bootstrap/css/bootstrap.min.css", "vendor/movr/movr.css"):
@@ -155,6 +158,8 @@ def test_the_api_wants_the_token_and_json(console):
         assert text.status_code == 415 and text.json()["error"]["code"] == "unsupported_media_type", path
     stream = requests.get(f"{console.base}/api/stream", timeout=30)
     assert stream.status_code == 401 and stream.json()["error"]["code"] == "unauthorized"
+    too_large = console.post("faults/predict", {"action": "kill", "target": "us-east1", "pad": "x" * 20_000})
+    assert too_large.status_code == 413 and too_large.json()["error"]["code"] == "too_large"
     assert console.next_update()["health"]["regions"]["us-east1"]["up"], "a refused kill changed the lab"
 
 
