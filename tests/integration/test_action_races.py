@@ -27,7 +27,8 @@ from movr.lab.links import LinkSpec, run_links_in_thread
 from movr.lab.pgserver import conninfo
 from movr.store import actions, stats
 from movr.store.backend import PostgresBackend
-from movr.store.regional import DIRECTORY_DDL, RegionalPostgresBackend
+from movr.store.regional import RegionalPostgresBackend
+from regionalkit import one_server_regional
 
 pytestmark = pytest.mark.integration
 
@@ -293,19 +294,10 @@ def assert_whole_after_races(store, movr_dsn: str, scenario: Scenario, worlds: l
 @pytest.fixture
 def regional(store, movr_dsn: str, preset: Preset) -> Iterator[RegionalPostgresBackend]:
     """The lab's backend with every region on the one test server: sign-ups claim names, removals release them."""
-    with psycopg.connect(movr_dsn, autocommit=True) as conn:
-        conn.execute(DIRECTORY_DDL)
-        conn.execute("TRUNCATE username_directory")
-    backend = RegionalPostgresBackend.from_urls(
-        dict.fromkeys(preset.region_names, movr_dsn), preset, preset.region_of(CITY)
-    )
-    try:
+    with one_server_regional(movr_dsn, preset, preset.region_of(CITY)) as backend:
         yield backend
-    finally:
-        backend.close()
-        with psycopg.connect(movr_dsn, autocommit=True) as conn:
-            conn.execute("TRUNCATE username_directory")
-            assert conn.execute("SELECT count(*) FROM pg_prepared_xacts").fetchone()[0] == 0
+    with psycopg.connect(movr_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_prepared_xacts").fetchone()[0] == 0
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS[:2], ids=[s.name for s in SCENARIOS[:2]])

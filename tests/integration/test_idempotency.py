@@ -17,8 +17,9 @@ import pytest
 from movr.domain import errors
 from movr.geo import Preset
 from movr.store import actions, stats
-from movr.store.regional import DIRECTORY_DDL, RegionalPostgresBackend
+from movr.store.regional import RegionalPostgresBackend
 from movr.web import create_app
+from regionalkit import one_server_regional
 
 pytestmark = pytest.mark.integration
 
@@ -252,16 +253,8 @@ def test_removing_an_account_removes_its_keys(store, movr_dsn: str) -> None:
 @pytest.fixture
 def regional(store, movr_dsn: str, preset: Preset) -> Iterator[RegionalPostgresBackend]:
     """Every region on the one test server: a sign-up claims its name in every region, as in the lab."""
-    with psycopg.connect(movr_dsn, autocommit=True) as conn:
-        conn.execute(DIRECTORY_DDL)
-        conn.execute("TRUNCATE username_directory")
-    backend = RegionalPostgresBackend.from_urls(dict.fromkeys(preset.region_names, movr_dsn), preset, "europe-west1")
-    try:
+    with one_server_regional(movr_dsn, preset, "europe-west1") as backend:
         yield backend
-    finally:
-        backend.close()
-        with psycopg.connect(movr_dsn, autocommit=True) as conn:
-            conn.execute("TRUNCATE username_directory")
 
 
 def test_a_retried_sign_up_on_the_regional_backend(regional: RegionalPostgresBackend, movr_dsn: str) -> None:

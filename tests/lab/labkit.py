@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from movr.lab.state import LabState
+from movr.store.regional import RegionalPostgresBackend
+
 # Small delays keep the suite quick; the assertions count round trips, they never time them.
 LAB_SCALE = 0.05
 
@@ -34,3 +37,12 @@ def assert_links_shown_whole(text: str, status: dict, columns: int = 80) -> None
         assert link["src"] in text and link["dst"] in text and link["dst_region"] in text, link["name"]
     # One "rt" line per cell, and one cell per link.
     assert sum(line.count(" rt ") for line in text.splitlines()) == len(status["links"]), text
+
+
+def app_backend(lab: LabState, region: str) -> RegionalPostgresBackend:
+    """What `region`'s app server uses: every region's server reached through that region's app links."""
+    urls = {
+        server_region: lab.server_dsn(server_region, via_link=f"app:{region}->{server.name}")
+        for server_region, server in lab.plan.servers.items()
+    }
+    return RegionalPostgresBackend.from_urls(urls, lab.preset, region)

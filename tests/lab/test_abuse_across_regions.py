@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from labkit import app_backend
 
 from movr.domain import errors
 from movr.geo import load_preset
@@ -29,17 +30,9 @@ def lab(lab_factory) -> LabState:
     return lab_factory("multi")
 
 
-def backend_of(lab: LabState, region: str) -> RegionalPostgresBackend:
-    urls = {
-        server_region: lab.server_dsn(server_region, via_link=f"app:{region}->{server.name}")
-        for server_region, server in lab.plan.servers.items()
-    }
-    return RegionalPostgresBackend.from_urls(urls, PRESET, region)
-
-
 @pytest.fixture(scope="module")
 def backends(lab: LabState) -> Iterator[dict[str, RegionalPostgresBackend]]:
-    made = {region: backend_of(lab, region) for region in (ROME, NEW_YORK)}
+    made = {region: app_backend(lab, region) for region in (ROME, NEW_YORK)}
     yield made
     for backend in made.values():
         backend.close()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from labkit import app_backend
 
 from movr.domain import errors
 from movr.geo import load_preset
@@ -39,18 +40,9 @@ def lab(lab_factory) -> LabState:
     return lab_factory("multi")
 
 
-def backend_of(lab: LabState, region: str) -> RegionalPostgresBackend:
-    """What `region`'s app server uses: every server reached through that region's app links."""
-    urls = {
-        server_region: lab.server_dsn(server_region, via_link=f"app:{region}->{server.name}")
-        for server_region, server in lab.plan.servers.items()
-    }
-    return RegionalPostgresBackend.from_urls(urls, PRESET, region)
-
-
 @pytest.fixture(scope="module")
 def coordinators(lab: LabState) -> Iterator[dict[str, RegionalPostgresBackend]]:
-    backends = {region: backend_of(lab, region) for region in CITIES}
+    backends = {region: app_backend(lab, region) for region in CITIES}
     yield backends
     for backend in backends.values():
         backend.close()
