@@ -18,12 +18,23 @@ from dataclasses import dataclass, field
 @dataclass
 class Stats:
     statements: int = 0
-    sql_seconds: float = 0.0
     wan_round_trips: int = 0
     cpu_seconds: float = 0.0
     regions: set[str] = field(default_factory=set)
     statements_by_action: Counter[str] = field(default_factory=Counter)
     actions: list[str] = field(default_factory=list)
+    # (start, end) of each round trip: parts of one request that run in parallel (a sign-up's claims in every
+    # region at once) overlap, and the time the request waited on SQL is their union, not their sum.
+    sql_intervals: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def sql_seconds(self) -> float:
+        total, reached = 0.0, float("-inf")
+        for start, end in sorted(self.sql_intervals):
+            if end > reached:
+                total += end - max(start, reached)
+                reached = end
+        return total
 
     @property
     def sql_ms(self) -> float:
@@ -61,22 +72,24 @@ def record(
     wan_round_trips: int = 0,
     regions: tuple[str, ...] = (),
 ) -> None:
-    """Add one piece of work to every open scope (threads of one request may add at once)."""
+    """Add one piece of work, which took `seconds` and has just ended, to every open scope (threads of one
+    request may add at once)."""
+    ended = time.perf_counter()
     with _lock:
-        _add(_scopes.get(), action, statements, seconds, wan_round_trips, regions)
+        _add(_scopes.get(), action, statements, (ended - seconds, ended), wan_round_trips, regions)
 
 
 def _add(
     scopes: tuple[Stats, ...],
     action: str,
     statements: int,
-    seconds: float,
+    interval: tuple[float, float],
     wan_round_trips: int,
     regions: tuple[str, ...],
 ) -> None:
     for stats in scopes:
         stats.statements += statements
-        stats.sql_seconds += seconds
+        stats.sql_intervals.append(interval)
         stats.wan_round_trips += wan_round_trips
         stats.regions.update(regions)
         stats.statements_by_action[action] += statements
