@@ -60,6 +60,18 @@ def test_bench_actions_counts_one_statement_per_action_and_stops_its_server(tmp_
 
 
 @pytest.mark.lab
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("mysql://x/y", "unsupported database URL scheme"),
+        ("postgresql://movr@127.0.0.1:1/movr", "cannot create MovR's tables"),
+    ],
+)
+def test_bench_actions_on_a_database_it_cannot_use_exits_2_with_one_line(tmp_path: Path, url: str, reason: str) -> None:
+    result = CliRunner().invoke(main, ["bench", "actions", "--database-url", url, "--run-dir", str(tmp_path)])
+    assert result.exit_code == 2 and reason in result.output and "Traceback" not in result.output
+
+
 def test_demo_without_serving_tells_romes_story_in_three_labs_and_stops_everything(tmp_path: Path) -> None:
     args = ["demo", "--no-serve", "--scale", "0.05", "--run-dir", str(tmp_path)]
     result = CliRunner().invoke(main, args, catch_exceptions=False)

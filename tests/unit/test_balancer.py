@@ -346,3 +346,17 @@ async def _process(config_path: Path) -> None:
 @pytest.mark.slow  # a process of its own
 def test_balancer_process_serves_and_stops_on_sigterm(tmp_path: Path):
     asyncio.run(_process(tmp_path / "balancer.json"))
+
+
+def test_the_access_log_leaves_query_strings_out(caplog):
+    """The console's URLs carry the lab's token in their query: it must never reach a log."""
+    import logging
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from movr.lab.balancer import PathOnlyAccessLogger
+
+    logger = logging.getLogger("movr.test.access")
+    with caplog.at_level(logging.INFO, logger="movr.test.access"):
+        PathOnlyAccessLogger(logger, "").log(make_mocked_request("GET", "/lab/?token=SECRET"), web.Response(), 0.002)
+    assert "GET /lab/ 200" in caplog.text and "SECRET" not in caplog.text

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+import psycopg
 from rich.progress import Progress
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
-from movr.bench.experiment import Check, Experiment, Result, console
+from movr.bench.experiment import Check, Experiment, ExperimentError, Result, console
 from movr.bench.markup import esc, num, table
 from movr.domain.passwords import hash_password
 from movr.geo import load_preset
@@ -99,7 +101,7 @@ def run(run_dir: Path, *, iterations: int, database_url: str | None) -> dict[str
     # The store, the sample data and the embedded server are heavy; `movr` builds every bench command at
     # start-up.
     from movr.lab.pgserver import running_server
-    from movr.store.backend import PostgresBackend
+    from movr.store.factory import make_backend
     from movr.store.sample import generate, load_sample
     from movr.store.schema import create_schema
 
@@ -112,9 +114,13 @@ def run(run_dir: Path, *, iterations: int, database_url: str | None) -> dict[str
                 server.create_database("movr")
             database_url = server.dsn("movr")
             console.print(f"PostgreSQL 18 on 127.0.0.1:{server.port} (data in {server.base_dir})")
-        create_schema(database_url)
-        backend = PostgresBackend(database_url.replace("postgresql+psycopg://", "postgresql://"), preset)
+        backend = make_backend(preset, database_url=database_url)  # a URL it cannot use: ConfigError, exit 2
         stack.callback(backend.close)
+        try:
+            create_schema(database_url)
+        except (psycopg.Error, SQLAlchemyError) as error:
+            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+            raise ExperimentError(f"cannot create MovR's tables at {database_url}: {reason}") from None
         data = generate(preset, users=90, vehicles=180, rides=360, seed=42)
         with Progress(console=console) as progress:
             task = progress.add_task("loading sample data", total=data.total)

@@ -22,8 +22,9 @@ import click
 
 from movr import __version__
 from movr.bench.output import console
-from movr.cli_support import CliError
+from movr.cli_support import cli_errors
 from movr.geo import Preset, PresetError, load_preset
+from movr.lab.processes import LabError
 
 Result = Mapping[str, Any]
 OptionDecorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -117,10 +118,8 @@ def write_json(path: Path, result: Result) -> None:
 def execute(experiment: Experiment, run_dir: Path, json_path: Path | None, options: Mapping[str, Any]) -> dict:
     """Run one experiment and put its result where the report finds it; returns the whole result."""
     started_at = dt.datetime.now(dt.UTC)
-    try:
+    with cli_errors(ExperimentError, LabError):  # bad options, a lab that would not come up: exit 2, one line
         body = experiment.run(run_dir, **options)
-    except ExperimentError as error:
-        raise CliError(str(error)) from None
     result = {"benchmark": experiment.name, "started_at": started_at.isoformat(timespec="seconds")}
     # The experiment's own versions and machine facts (e.g. PostgreSQL's, the idle probe) add to the envelope's.
     result |= {"versions": versions() | body.pop("versions", {}), "machine": machine() | body.pop("machine", {})}

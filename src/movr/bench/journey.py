@@ -26,7 +26,6 @@ from movr.bench.journey_views import checks, figures, headline, print_tables, re
 from movr.geo import Preset
 from movr.lab.layout import TOPOLOGIES
 from movr.lab.state import LabState
-from movr.lab.survival import layout_of
 
 
 @dataclass
@@ -100,7 +99,7 @@ def run_journey(state: LabState, preset: Preset, city: str, scale: float, userna
     from movr.lab.supervisor import link_counters
 
     username = username or f"j{city.replace(' ', '')[:10]}{secrets.token_hex(4)}"
-    layout = layout_of(state)  # a survival goal: commits also wait for a synchronous standby
+    layout = state.plan.survival  # a survival goal: commits also wait for a synchronous standby
     run = JourneyRun(state.topology, city, username)
     journey = Journey(city, username)
     client = Client(state.balancer_url or "", reconnect=True)

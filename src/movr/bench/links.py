@@ -327,6 +327,8 @@ def run(run_dir: Path, *, rtt_ms: float, rate: float, count: int, scale: float, 
             bar.refresh()
 
         result = measure_link_fidelity(rtt_ms, rate, count, scale, connections=connections, on_progress=on_progress)
+    if not result["received"]:  # nothing to judge: a result without figures would only mislead
+        raise ExperimentError(f"no round trip came back through the link ({result['lost']} lost)")
     return {"preset": None, "scale": scale, **result}
 
 

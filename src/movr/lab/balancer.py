@@ -49,6 +49,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import hdrs, web
+from aiohttp.abc import AbstractAccessLogger
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from movr.geo import Preset, PresetError, load_preset
@@ -474,9 +475,18 @@ def build_app(config: Mapping[str, Any], token: str, run_dir: Path | None = None
 # --- process entry point ------------------------------------------------------------------------------------
 
 
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """aiohttp's access log without query strings: the console's URLs carry the lab's token there."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info("%s %s %s %.1f ms", request.method, request.path, response.status, time * 1000)
+
+
 async def serve(app: web.Application, port: int, *, access_log: bool = False) -> None:
     """Listen on 127.0.0.1:port until SIGTERM or SIGINT, then close everything."""
-    runner = web.AppRunner(app, access_log=log if access_log else None, shutdown_timeout=2.0)
+    runner = web.AppRunner(
+        app, access_log=log if access_log else None, access_log_class=PathOnlyAccessLogger, shutdown_timeout=2.0
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, LISTEN_HOST, port)

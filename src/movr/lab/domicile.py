@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 
 from movr.lab.state import LabState
-from movr.lab.survival import layout_of, server_index
+from movr.lab.survival import server_index
 
 AUDITED_TABLES = ("users", "vehicles", "rides", "idempotency_keys", "username_directory")
 
@@ -57,7 +57,7 @@ class AuditReport:
 def allowed_regions(state: LabState) -> dict[str, list[str]]:
     """Home region -> where its rows may live: from the survival layout (the spec it was laid out from);
     a lab without a survival goal places nothing beyond the home primary, and restricts nothing."""
-    layout = layout_of(state)
+    layout = state.plan.survival
     if layout is not None:
         return {group: list(info.allowed) for group, info in layout.groups.items()}
     regions = state.preset.region_names

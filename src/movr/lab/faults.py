@@ -33,7 +33,7 @@ from movr.lab.pgserver import LAB_DEFAULTS
 from movr.lab.processes import is_alive, stop_process_tree
 from movr.lab.standbys import PRIMARY_BASE_SETTINGS, READY_TIMEOUT_S, rejoin, start
 from movr.lab.state import LabState, lab_server
-from movr.lab.survival import current_primaries, layout_of, server_index
+from movr.lab.survival import current_primaries, server_index
 
 Say = Callable[[str], None]
 
@@ -196,7 +196,7 @@ def _heal_servers(run_dir: Path, names: list[str], say: Say) -> list[str]:
     """Start lost servers: a group's primary in place; anyone else as a standby of the current primary."""
     state = LabState.read(run_dir)
     servers = server_index(state)
-    layout = layout_of(state)
+    layout = state.plan.survival
     primaries = current_primaries(state)
     lost = [name for name in names if not lab_server(state.run_dir, servers[name]).is_running()]
     # Primaries first: a standby can only follow a primary that runs.
@@ -238,7 +238,7 @@ def _record_port(run_dir: Path, name: str, port: int, primaries: dict[str, str])
     repointed: list[str] = []
 
     def change(state: LabState) -> None:
-        layout = layout_of(state)
+        layout = state.plan.survival
         assert layout is not None
         layout.servers[name].port = port
         group = layout.servers[name].group

@@ -89,7 +89,13 @@ def _signal_standby(server: PostgresServer) -> None:
     _owned(signal_file)
 
 
-def clone(run_dir: Path, layout: SurvivalLayout, name: str, link_port: int) -> PostgresServer:
+def clone(
+    run_dir: Path,
+    layout: SurvivalLayout,
+    name: str,
+    link_port: int,
+    moved: Callable[[str, int], None] = lambda *_: None,
+) -> PostgresServer:
     """A new standby: pg_basebackup from the group's primary through `link_port`, then start it.
 
     Not `pg_basebackup -R`: that writes primary_conninfo into postgresql.auto.conf, which would override the
@@ -120,7 +126,7 @@ def clone(run_dir: Path, layout: SurvivalLayout, name: str, link_port: int) -> P
     )
     server.write_config(standby_settings(layout, name, link_port, passfile))
     _signal_standby(server)
-    start(server, layout, name, lambda: standby_settings(layout, name, link_port, passfile))
+    start(server, layout, name, lambda: standby_settings(layout, name, link_port, passfile), moved)
     return server
 
 
@@ -171,8 +177,7 @@ def rejoin(
     if server.is_running():
         server.stop(mode="fast")
     if not (server.data_dir / "PG_VERSION").exists():
-        clone(run_dir, layout, name, link_port)
-        moved(name, server_port(layout, name))
+        clone(run_dir, layout, name, link_port, moved)
         return "cloned"
     if (server.data_dir / "standby.signal").exists():
         try:
@@ -199,13 +204,8 @@ def rejoin(
     except Exception as err:
         say(f"{name}: {_first_line(err)}; cloning it afresh")
         server.kill()
-    clone(run_dir, layout, name, link_port)
-    moved(name, server_port(layout, name))
+    clone(run_dir, layout, name, link_port, moved)
     return "re-cloned"
-
-
-def server_port(layout: SurvivalLayout, name: str) -> int:
-    return layout.port(name)
 
 
 def _first_line(err: BaseException) -> str:

@@ -48,7 +48,7 @@ from movr.lab.processes import (
     stop_family,
     stop_process_tree,
 )
-from movr.lab.standbys import StandbyError, bring_up
+from movr.lab.standbys import PRIMARY_BASE_SETTINGS, StandbyError, bring_up
 from movr.lab.state import LabState, LabStateError, SurvivalRecord, lab_passfile, lab_server
 from movr.lab.survival import SurvivalOptions, plan_survival
 from movr.placement.spec import SpecError
@@ -158,8 +158,7 @@ def _start_servers(state: LabState, say: Say, *, schema: bool) -> None:
     layout = state.plan.survival
     settings = {
         **LAB_DEFAULTS,
-        "synchronous_commit": "local",
-        "wal_sender_timeout": "0",
+        **PRIMARY_BASE_SETTINGS,
         **(layout.server_settings if layout is not None else {}),
     }
     for region, server_plan in state.plan.servers.items():

@@ -316,14 +316,6 @@ def likely_successor(layout: SurvivalLayout, preset: Preset, group: str, lost: s
     return min(left, key=lambda name: promotion_preference(layout, preset, group, name)) if left else None
 
 
-# --- reading a lab's layout --------------------------------------------------------------------------------
-
-
-def layout_of(state: LabState) -> SurvivalLayout | None:
-    """The survival layout of a lab's state, or None for a lab without a survival goal."""
-    return state.plan.survival
-
-
 def server_index(state: LabState) -> dict[str, SurvivalServer]:
     """Every database server of a lab, with its region (where it runs), group (whose data) and port."""
     layout = state.plan.survival

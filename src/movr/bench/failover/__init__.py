@@ -37,15 +37,11 @@ def run(run_dir: Path, *, quick: bool, **options: Any) -> dict[str, Any]:
     # Imported here, not at the top: the drill's modules (the lab supervisor, faults, the store) take a good
     # part of a second, and every `movr` command builds this experiment's options.
     from movr.bench.failover.drill import DrillConfig, run_drill
-    from movr.lab.supervisor import LabError
 
-    try:
-        return run_drill(
-            DrillConfig(**options, run_dir=run_dir / "failover"),
-            say=lambda message: console.print(f"[dim]·[/] {message}"),
-        )
-    except LabError as err:
-        raise ExperimentError(str(err)) from None
+    # A lab that does not come up is a LabError, which the runner turns into exit 2.
+    return run_drill(
+        DrillConfig(**options, run_dir=run_dir / "failover"), say=lambda message: console.print(f"[dim]·[/] {message}")
+    )
 
 
 EXPERIMENT = Experiment(

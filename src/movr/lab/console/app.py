@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 from aiohttp import web
 
 from movr.lab import control
@@ -25,6 +26,7 @@ from movr.lab.console import journeys, page, placement, predictions, stream, top
 from movr.lab.console.core import BalancerView, Console
 from movr.lab.console.faults import Fault, Refused, apply, check, parse
 from movr.lab.faults import FaultError
+from movr.lab.pgsetup import PostgresStartError
 from movr.lab.processes import LabError
 from movr.lab.standbys import StandbyError
 from movr.lab.state import LabState, LabStateError
@@ -52,6 +54,9 @@ async def json_errors(request: web.Request, handler: Callable[[web.Request], Awa
         return _error(refused.status, refused.code, refused.message)
     except LabStateError as err:
         return _error(503, "unavailable", str(err))
+    except Exception:  # never aiohttp's plain-text 500: the page shows the message, the log the traceback
+        log.exception("console request %s %s failed", request.method, request.path)
+        return _error(500, "internal", "the console failed: see the balancer's log (logs/balancer.log)")
 
 
 class Handlers:
@@ -120,14 +125,14 @@ class Handlers:
     # --- faults ---
 
     async def predict(self, request: web.Request) -> web.Response:
-        fault, text = await self._run(self._predict, await self._body(request))
+        fault, text, _state = await self._run(self._predict, await self._body(request))
         return web.json_response({"prediction": text, "fault": fault.as_dict()})
 
-    def _predict(self, body: Any) -> tuple[Fault, str]:
+    def _predict(self, body: Any) -> tuple[Fault, str, LabState]:
         state = LabState.read(self.console.run_dir)  # fresh: a fault may have just changed it
         fault = parse(body, state)
         check(fault, state)
-        return fault, predictions.predict(fault, state)
+        return fault, predictions.predict(fault, state), state
 
     async def fault(self, request: web.Request) -> web.Response:
         body = await self._body(request)
@@ -138,13 +143,12 @@ class Handlers:
                 return web.json_response(await self._run(self._apply, body))
         except FaultError as err:
             return _error(409, "conflict", str(err))
-        except (LabError, StandbyError, OSError) as err:
+        except (LabError, StandbyError, PostgresStartError, psycopg.Error, OSError) as err:
             log.warning("console fault failed: %s", err)
             return _error(503, "unavailable", f"the lab could not carry the fault out: {err}")
 
     def _apply(self, body: Any) -> dict[str, Any]:
-        fault, text = self._predict(body)  # refuses (nothing changed) before anything is done
-        state = LabState.read(self.console.run_dir)
+        fault, text, state = self._predict(body)  # refuses (nothing changed) before anything is done
         at = time.time()
         observation = self.console.observations.start(
             fault.as_dict(), at, text, watched_groups(fault, state), self.console.recorder.latest_seq

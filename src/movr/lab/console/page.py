@@ -13,6 +13,7 @@ files, not copies.
 
 from __future__ import annotations
 
+import functools
 import html
 import importlib.util
 from pathlib import Path
@@ -81,10 +82,16 @@ def console_url(state: LabState) -> str:
     return f"{state.balancer_url}/lab/?token={state.control_token}"
 
 
+@functools.cache
+def _template() -> str:
+    """The page's template, read once: package data does not change while the balancer runs."""
+    template_path = STATIC_DIR / "index.html"
+    return template_path.read_text() if template_path.is_file() else _FALLBACK
+
+
 def render(state: LabState, token: str) -> str:
     """The page; `token` "" renders it locked (what the lab is, no controls: see `console_url`)."""
-    template_path = STATIC_DIR / "index.html"
-    template = template_path.read_text() if template_path.is_file() else _FALLBACK
+    template = _template()
     if not token:
         template = template.replace(_ALERT, _LOCKED)
     values = {
