@@ -269,23 +269,20 @@ def run_pipelined(
     statements: Sequence[Statement],
     finish: str | sql.Composed | None,
     *,
-    begin: bool | None = None,
     isolation: Isolation | None = None,
 ) -> list[Rows]:
     """Run statements in one round trip: alone (autocommit: its own transaction, `finish` None), or
-    between BEGIN and `finish` (COMMIT, or PREPARE TRANSACTION for a two-phase commit). `begin` False
-    continues a transaction already open; `begin` True with no `finish` leaves the new one open.
-    `isolation` is the new transaction's level, set by its BEGIN (default: the server's, READ COMMITTED).
+    between BEGIN and `finish` (COMMIT, or PREPARE TRANSACTION for a two-phase commit). `isolation` is the
+    transaction's level, set by its BEGIN (default: the server's, READ COMMITTED).
 
     Always a pipeline: psycopg prepares a statement the first time a connection runs it (server-side
     plans save the parse and plan on every later run), and outside a pipeline that preparation would
     cost a round trip of its own.
     """
-    begin = finish is not None if begin is None else begin
     cursors = []
     try:
         with conn.pipeline():
-            if begin:
+            if finish is not None:
                 conn.execute(BEGIN[isolation], prepare=False)
             for statement in statements:
                 cur = conn.cursor()

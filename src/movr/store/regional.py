@@ -195,6 +195,10 @@ class RegionalPostgresBackend(Backend):
         for attempt in range(1_000):
             lost = self._claim(claim, [r for r in others if r not in held], until, held)
             if not lost:
+                if time.monotonic() >= deadline:
+                    # Past the lease a resolver may already have cleared the remote claims: committing the
+                    # user now could leave a name claimed nowhere else. Give them up instead.
+                    break
                 statements = [claims.local_claim_statement(claim, home, until)]
                 try:
                     return self._on(home, work, statements)[: len(work.statements)]

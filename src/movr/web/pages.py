@@ -174,10 +174,21 @@ def login() -> Any:
 @pages.post("/logout")
 def logout() -> Response:
     """Log out: this session ends in the database too, so a copy of its cookie is refused from now on."""
+    ended = True
     if current_user.is_authenticated:
-        actions.end_session(current.backend(), session=rider().session, lifetime_s=session_lifetime())
+        try:
+            actions.end_session(current.backend(), session=rider().session, lifetime_s=session_lifetime())
+        except errors.StoreUnavailable:  # this browser forgets the session all the same
+            ended = False
     logout_user()
-    flash("You are logged out. See you soon!", "info")
+    if ended:
+        flash("You are logged out. See you soon!", "info")
+    else:
+        flash(
+            "You are logged out in this browser, but your home region is unreachable: a copy of this session "
+            "elsewhere stays valid until you log out everywhere once it is back.",
+            "warning",
+        )
     return redirect(url_for("pages.index"), code=303)
 
 

@@ -52,7 +52,8 @@ def own_rows(store: Backend, action: str, city: str, sql: str, session: Session 
     """A read of a user's own rows in `city`, for `session`: `sql` joins its `live` CTE (LIVE) to the rows it
     found, so it answers one row, of NULLs but `session_live`, when it found none. SessionEnded when the
     session has ended (the read then finds nothing), else the rows found."""
-    rows = run_in_city(store, action, city, sql, readonly=True, **session_params(session, city), **params)
+    # Read-only, but never a follower read for a session: its epoch and ended ids must be fresh.
+    rows = run_in_city(store, action, city, sql, readonly=session is None, **session_params(session, city), **params)
     check_session(rows[0])
     return [row for row in rows if row["id"] is not None]
 

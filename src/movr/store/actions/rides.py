@@ -74,6 +74,7 @@ def start_ride(
                    (SELECT status FROM vehicle_before) AS vehicle_status,
                    ride.*
               FROM (SELECT 1) AS one LEFT JOIN ride ON true
+             WHERE (SELECT ok FROM live)  -- an ended session's refusal is not an answer to keep for its key
         ), {REMEMBER}
         {ANSWER}
     """

@@ -75,8 +75,6 @@ def register(
     )
     try:
         row = answer_of(run_remembering(store, work), remembered)
-    except errors.UsernameTaken:
-        raise
     except errors.Busy:
         # Only the name's unique entries can be held: by a sign-up not yet committed or rolled back, e.g.
         # the lab's claims of a sign-up whose coordinator died, until a resolver clears them.
@@ -98,7 +96,7 @@ def register(
 def _first_answer(store: Backend, city: str, remembered: Remembered) -> dict[str, Any] | None:
     """The stored answer to a key, read on its own (a second statement, on a retry's rare paths only)."""
     sql = f"WITH {PRIOR} SELECT request AS prior_request, answer AS prior_answer FROM prior"
-    rows = run_in_city(store, "register", city, sql, readonly=True, **remembered.params())
+    rows = run_in_city(store, "register", city, sql, **remembered.params())  # fresh: the first answer may be new
     return answer_of(rows[0], remembered) if rows else None
 
 
@@ -107,7 +105,8 @@ def get_user(store: Backend, *, city: str, user_id: uuid.UUID | str, session: Se
     city = known_city(store, city)
     sql = f"SELECT {USER_COLUMNS} FROM users WHERE city = %(city)s AND id = %(id)s AND {SESSION_LIVE}"
     params = {"id": rules.check_uuid(user_id, "user id"), **session_params(session, city)}
-    rows = run_in_city(store, "get_user", city, sql, readonly=True, **params)
+    # Never a follower read for a session: its epoch and ended ids must be fresh.
+    rows = run_in_city(store, "get_user", city, sql, readonly=session is None, **params)
     if not rows:
         raise errors.SessionEnded() if params["session_epoch"] is not None else errors.UnknownUser()
     return user_of(rows[0])
