@@ -294,6 +294,17 @@ def test_zone_survival_expects_a_lost_region_to_be_unavailable_and_the_rest_unto
     assert expectations(result, layout, before, lost)["unmet"] == ["acknowledged writes lost 1, duplicated 0"]
 
 
+def test_a_standby_that_never_caught_up_fails_the_drill_even_with_identical_fingerprints():
+    _, layout = layout_for(SurvivalOptions("zone", super_regions=False))
+    lost = {name for name, server in layout.servers.items() if server.region == "eu-central-1"}
+    before = {group: info.primary for group, info in layout.groups.items()}
+    result = drill_result("eu-central-1", "region", [], [("dublin", "eu-west-1", True, 0)])
+    result["replicas"] = {"ok": False, "lagging": "the standby on port 5 did not catch up within 60 s"}
+    assert expectations(result, layout, before, lost)["unmet"] == [
+        "a standby had not caught up after the heal: the standby on port 5 did not catch up within 60 s"
+    ]
+
+
 def test_the_drills_checks_split_its_verdict_by_promise():
     _, layout = layout_for(SurvivalOptions("region", super_regions=False))
     lost = {name for name, server in layout.servers.items() if server.region == "eu-central-1"}

@@ -109,7 +109,10 @@ def integrity_unmet(result: Mapping[str, Any]) -> list[str]:
         unmet.append(f"acknowledged writes lost {len(checks['lost'])}, duplicated {len(checks['duplicated'])}")
     if not result["invariants"]["ok"]:
         unmet.append(f"invariants broken: {result['invariants']['violations']}")
-    if result["replicas"] and not result["replicas"].get("ok", True):
+    replicas = result["replicas"]
+    if replicas and replicas.get("lagging"):
+        unmet.append(f"a standby had not caught up after the heal: {replicas['lagging']}")
+    elif replicas and not replicas.get("ok", True):
         unmet.append("replicas differ after the heal")
     return unmet
 

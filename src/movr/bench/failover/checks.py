@@ -95,8 +95,9 @@ FINGERPRINT = (
 )
 
 
-def check_replicas(state: LabState) -> dict[str, Any]:
-    """After the heal, every member of every group holds exactly its primary's rows."""
+def check_replicas(state: LabState, lagging: str | None = None) -> dict[str, Any]:
+    """After the heal, every member of every group holds exactly its primary's rows. `lagging`: why a standby
+    had not caught up with its primary when the heal's wait ended (the check then fails, whatever it reads)."""
     layout = state.plan.survival
     assert layout is not None, "a failover drill's lab has a survival goal"
     groups = {}
@@ -113,7 +114,7 @@ def check_replicas(state: LabState) -> dict[str, Any]:
         same = all(value == prints[primary] for value in prints.values())
         ok = ok and same
         groups[group] = {"primary": primary, "identical": same, "rows": prints[primary][:3]}
-    return {"groups": groups, "ok": ok}
+    return {"groups": groups, "ok": ok and lagging is None, "lagging": lagging}
 
 
 def wait_replicas(run_dir: Path, timeout: float = 60.0) -> None:

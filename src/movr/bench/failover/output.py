@@ -71,6 +71,8 @@ def print_tables(result: Result) -> None:
     console.print(f"invariants: {invariants['violations']}")
     if replicas:
         console.print(f"replicas identical after heal: {replicas['ok']} (heal took {result['heal_s']:.1f} s)")
+        if replicas.get("lagging"):
+            console.print(f"[red]a standby had not caught up:[/] {replicas['lagging']}")
     promised = result["expectations"]
     if promised["unavailable_by_design"]:
         console.print(f"unavailable by design (goal does not survive this fault): {promised['unavailable_by_design']}")
