@@ -1,5 +1,6 @@
-"""Run a real `movr serve` (gunicorn) process for a test: on a free port, ready when /readyz says so, and
-always stopped (SIGTERM for a graceful gunicorn shutdown, then SIGKILL to its session if it lingers)."""
+"""Run a real `movr serve` process for a test (granian by default, gunicorn with `--server gunicorn`): on a free
+port, ready when /readyz says so, and always stopped (SIGTERM: the master stops its workers gracefully; then
+SIGKILL to its session if it lingers)."""
 
 from __future__ import annotations
 
@@ -23,16 +24,32 @@ def served(
     command: Sequence[str], database_url: str, log_path: Path, *, extra: Sequence[str] = (), ready_timeout: float = 60
 ) -> Iterator[str]:
     """`command` is how to invoke `movr serve` (e.g. [".../bin/movr", "serve"]); yields the base URL."""
+    with serving(command, database_url, log_path, extra=extra, ready_timeout=ready_timeout) as (base, _master):
+        yield base
+
+
+@contextlib.contextmanager
+def serving(
+    command: Sequence[str],
+    database_url: str,
+    log_path: Path,
+    *,
+    extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    ready_timeout: float = 60,
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`served`, with more environment for the server (`env`); yields the base URL and the server's master."""
     port = free_port()
-    env = {**os.environ, "MOVR_SECRET_KEY": secrets.token_urlsafe(32), "PYTHONUNBUFFERED": "1"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    environment = {**os.environ, "MOVR_SECRET_KEY": secrets.token_urlsafe(32), "PYTHONUNBUFFERED": "1"}
+    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    environment.update(env or {})
     argv = [
         *command, "--host", "127.0.0.1", "--port", str(port),
         "--database-url", database_url, "--region", "us-east1", "--preset", "gcp-3", *extra,
     ]  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    with running(argv, env, log_path, base, ready_timeout=ready_timeout):
-        yield base
+    with running(argv, environment, log_path, base, ready_timeout=ready_timeout) as master:
+        yield base, master
 
 
 @contextlib.contextmanager
@@ -44,10 +61,10 @@ def running(
     *,
     cwd: Path | None = None,
     ready_timeout: float = 60,
-) -> Iterator[None]:
-    """Run a server command until the block ends; ready when `base`/readyz answers 200."""
+) -> Iterator[subprocess.Popen]:
+    """Run a server command until the block ends; ready when `base`/readyz answers 200. Yields its process."""
     with log_path.open("w") as log:
-        # Its own session, so that stopping it reaches gunicorn's master and workers.
+        # Its own session, so that the last resort (SIGKILL to the session) reaches the master and its workers.
         process = subprocess.Popen(
             list(argv), env=dict(env), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -62,7 +79,7 @@ def running(
             if time.monotonic() > deadline:
                 pytest.fail(f"{argv[0]} did not become ready: {log_path.read_text()[-2000:]}")
             time.sleep(0.2)  # polling for readiness, not a stand-in for distance
-        yield
+        yield process
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

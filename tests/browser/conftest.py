@@ -1,4 +1,4 @@
-"""A real MovR server (gunicorn, as `movr serve` runs it) and Debian's chromium, for browser journeys.
+"""A real MovR server (`movr serve`: granian, its default) and Debian's chromium, for browser journeys.
 
 Chromium comes from apt (`apt-get install -y chromium`), never from `playwright install`: the system
 package is what the project supports. The fixture installs it when /usr/bin/chromium is missing and skips
@@ -77,7 +77,7 @@ def artifacts() -> Path:
 
 @pytest.fixture
 def live_server(store, movr_dsn: str, artifacts: Path) -> Iterator[str]:
-    """`python -m movr.web.serve` (gunicorn, 2 workers) on a free port, on the emptied test database."""
+    """`python -m movr.web.serve` (granian, 2 workers) on a free port, on the emptied test database."""
     command = [sys.executable, "-m", "movr.web.serve"]
     with served(command, movr_dsn, artifacts / "server.log", extra=["--workers", "2", "--access-log"]) as base:
         yield base

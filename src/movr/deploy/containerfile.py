@@ -20,9 +20,10 @@ APP_UID = 10001
 BUILD_FILES = ("pyproject.toml", "README.md")
 BUILD_TREE = "src"
 
-# The container's command. A shell only to expand the environment, then `exec`: gunicorn replaces it as
-# PID 1 and receives the orchestrator's SIGTERM itself. MOVR_HOST exists so that this exact line can run
-# outside a container on the loopback interface (the tests do); in a container it stays 0.0.0.0.
+# The container's command. A shell only to expand the environment, then `exec`: `movr serve` (granian's
+# master) replaces it as PID 1, receives the orchestrator's SIGTERM itself and stops its workers. MOVR_HOST
+# exists so that this exact line can run outside a container on the loopback interface (the tests do); in a
+# container it stays 0.0.0.0.
 SERVE_SCRIPT = (
     'exec movr serve --host "${MOVR_HOST:-0.0.0.0}" --port "${PORT:-' + str(APP_PORT) + '}" '
     '--workers "${MOVR_WORKERS:-2}" --access-log'

@@ -156,7 +156,7 @@ def deployment(region: str, image: str, config_digest: str) -> dict[str, Any]:
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "database-ca", "mountPath": CA_DIR, "readOnly": True},
-            # gunicorn's worker heartbeat files and the Prometheus multiprocess directory.
+            # The Prometheus multiprocess directory (and gunicorn's worker heartbeat files, with --server gunicorn).
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }

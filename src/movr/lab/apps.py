@@ -53,7 +53,7 @@ def _app_env(state: LabState, region: str) -> dict[str, str]:
 
 
 def _app_argv(plan: LabPlan, region: str) -> list[str]:
-    argv = [
+    return [
         sys.executable,
         "-m",
         "movr.web.serve",
@@ -67,8 +67,11 @@ def _app_argv(plan: LabPlan, region: str) -> list[str]:
         region,
         "--preset",
         plan.preset_source,
+        "--threads",
+        str(plan.apps.threads),
+        "--server",
+        plan.apps.server,
     ]
-    return argv + (["--threads", str(plan.apps.threads)] if plan.apps.threads > 1 else [])
 
 
 def _wait_app(state: LabState, region: str, process: subprocess.Popen, timeout: float = READY_TIMEOUT) -> None:

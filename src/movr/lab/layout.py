@@ -39,11 +39,13 @@ class ServerPlan:
 
 @dataclass(frozen=True)
 class AppSettings:
-    """How each app server runs: gunicorn workers, and threads per worker (gthread when > 1: threads keep the
-    balancer's connections alive, and let requests waiting on a lost region not hold up the rest)."""
+    """How each app server runs (`movr serve`): its WSGI server (granian: measurably shorter path than
+    gunicorn's gthread worker, docs/lab.md), worker processes, and Python threads per worker (threads let
+    requests waiting on a lost region not hold up the rest)."""
 
     workers: int = 2
     threads: int = 4
+    server: Literal["granian", "gunicorn"] = "granian"
 
 
 @dataclass
