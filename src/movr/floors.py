@@ -32,7 +32,9 @@ from movr.geo import Preset
 from movr.lab.layout import SurvivalLayout
 from movr.lab.survival import commit_wait_ms
 
-JOURNEY_WRITES = ("sign up", "add vehicle", "start ride", "end ride")
+# The journey's steps whose SQL commits a change. Not the HTTP method: a log-in (POST /sessions) only reads (the
+# session is a signed token), and a log-out (DELETE /sessions) writes (it lists the session as ended).
+JOURNEY_WRITES = ("sign up", "add vehicle", "start ride", "end ride", "log out")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Floor:
     sql_ms: float  # the network time SQL cannot avoid: WAN and in-region round trips, commit waits
     cpu_ms: float  # deliberate local work
     wan_round_trips: int  # how many of SQL's round trips cross regions
+    local_round_trips: int = 0  # and how many stay in the serving region
 
     @property
     def total_ms(self) -> float:
@@ -62,7 +65,9 @@ def floor(
 ) -> Floor:
     """Law 3 from its parts: RTTs in unscaled ms (the preset's), the floor scaled."""
     sql = sum(wan_rtts_ms) + local_round_trips * preset.intra_region_rtt_ms + commit_ms
-    return Floor(preset.client_rtt_ms(city, served_by) * scale, sql * scale, cpu_ms, len(wan_rtts_ms))
+    return Floor(
+        preset.client_rtt_ms(city, served_by) * scale, sql * scale, cpu_ms, len(wan_rtts_ms), local_round_trips
+    )
 
 
 def _statements_floor(

@@ -4,11 +4,13 @@ An `Experiment` says what is particular to it (options, run, tables, figures, re
 headline). The runner does the rest, once: the result's envelope (law 7: preset, scale, versions, machine,
 start time); `<run-dir>/<name>.json` by default with each figure beside it, where `movr bench report` looks;
 tables, checks, then where the files are; exit 0, 1 when a check that must hold does not, 2 with one line
-on bad input (`ExperimentError`). Also here: the option parsing every experiment shares.
+on bad input (`ExperimentError`); on request, the CPUs held awake for the run (`--hold-cpus-awake`,
+movr.bench.awake). Also here: the option parsing every experiment shares.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -21,12 +23,14 @@ from typing import Any
 import click
 
 from movr import __version__
+from movr.bench.awake import AwakeError, cpus_held_awake
 from movr.bench.output import console
 from movr.cli_support import cli_errors
 from movr.geo import Preset, PresetError, load_preset
 from movr.lab.processes import LabError
 
 Result = Mapping[str, Any]
+HELD_AWAKE = "/dev/cpu_dma_latency held at 0"  # how a run with --hold-cpus-awake is labelled
 OptionDecorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
@@ -115,14 +119,25 @@ def write_json(path: Path, result: Result) -> None:
     path.write_text(json.dumps(result, indent=2, default=str) + "\n")
 
 
-def execute(experiment: Experiment, run_dir: Path, json_path: Path | None, options: Mapping[str, Any]) -> dict:
-    """Run one experiment and put its result where the report finds it; returns the whole result."""
+def execute(
+    experiment: Experiment,
+    run_dir: Path,
+    json_path: Path | None,
+    options: Mapping[str, Any],
+    *,
+    hold_cpus_awake: bool = False,
+) -> dict:
+    """Run one experiment and put its result where the report finds it; returns the whole result.
+    `hold_cpus_awake`: for the run's duration (movr.bench.awake); the result's `machine` says whether."""
     started_at = dt.datetime.now(dt.UTC)
-    with cli_errors(ExperimentError, LabError):  # bad options, a lab that would not come up: exit 2, one line
+    # Bad options, a lab that would not come up, CPUs that cannot be held awake: exit 2, one line.
+    holding = cpus_held_awake() if hold_cpus_awake else contextlib.nullcontext()
+    with cli_errors(ExperimentError, LabError, AwakeError), holding:
         body = experiment.run(run_dir, **options)
     result = {"benchmark": experiment.name, "started_at": started_at.isoformat(timespec="seconds")}
     # The experiment's own versions and machine facts (e.g. PostgreSQL's, the idle probe) add to the envelope's.
-    result |= {"versions": versions() | body.pop("versions", {}), "machine": machine() | body.pop("machine", {})}
+    held = {"cpus_held_awake": hold_cpus_awake}
+    result |= {"versions": versions() | body.pop("versions", {}), "machine": machine() | held | body.pop("machine", {})}
     result.update(body)
     result["checks"] = [asdict(check) for check in experiment.checks(result)]
     json_path = json_path or run_dir / f"{experiment.name}.json"
@@ -133,6 +148,8 @@ def execute(experiment: Experiment, run_dir: Path, json_path: Path | None, optio
         figure.draw(result, png)
         written.append(png)
     experiment.tables(result)
+    if hold_cpus_awake:
+        console.print(f"CPUs held awake for the run: {HELD_AWAKE}")
     failed = print_checks(result["checks"])
     console.print("figures: " + ", ".join(str(path) for path in written))
     if failed and experiment.must_hold:
@@ -153,10 +170,11 @@ def print_checks(checks: Sequence[Mapping[str, Any]]) -> int:
 
 
 def command_for(experiment: Experiment) -> click.Command:
-    """`movr bench <name>`: the experiment's options plus `--json` and `--run-dir`, run by `execute`."""
+    """`movr bench <name>`: the experiment's options plus `--json`, `--run-dir` and `--hold-cpus-awake`, run by
+    `execute`."""
 
-    def callback(json_path: Path | None, run_dir: Path, **options: Any) -> None:
-        execute(experiment, run_dir, json_path, options)
+    def callback(json_path: Path | None, run_dir: Path, hold_cpus_awake: bool, **options: Any) -> None:
+        execute(experiment, run_dir, json_path, options, hold_cpus_awake=hold_cpus_awake)
 
     command: Callable[..., Any] = callback
     for option in reversed(
@@ -173,6 +191,13 @@ def command_for(experiment: Experiment) -> click.Command:
                 type=click.Path(path_type=Path, file_okay=False),
                 default=lambda: Path.cwd() / "run" / "bench",
                 help=f"{experiment.run_dir_help} [./run/bench]",
+            ),
+            click.option(
+                "--hold-cpus-awake",
+                is_flag=True,
+                help="For the run, hold /dev/cpu_dma_latency at 0 (as cyclictest does; needs root): no idle CPU "
+                "sleeps, so no request waits for one to wake. It costs a busy core: on a virtual machine (cpuidle "
+                "haltpoll) every idle vCPU spins. The result and its report say it was used.",
             ),
         ]
     ):

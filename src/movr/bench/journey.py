@@ -5,6 +5,10 @@ password hashing), what the links counted (WAN round trips of the app's database
 physical floor (law 3, movr.floors). The steps are movr.bench.client's `Journey`; `run_journey` walks them
 against a running lab (`movr demo`, the lab console and the lab tests use it as it is); how a result is
 shown is movr.bench.journey_views.
+
+Beside the floor, each step's *limit*: what this machine cannot go below with no code of ours
+(`step_limit`, from the probe `machine_idle_cost` measures in the same run). Where a goal is out of reach
+the limit shows why, and `x_limit` how close the lab comes to it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import secrets
 import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from rich.progress import Progress
 
 from movr import floors
 from movr.bench.client import STEPS, ApiError, Client, Journey
+from movr.bench.echo import EchoServer
 from movr.bench.experiment import Experiment, ExperimentError, choices, console, lab_options, preset_option, split
 from movr.bench.journey_views import checks, figures, headline, print_tables, report
 from movr.geo import Preset
@@ -48,6 +54,7 @@ class StepResult:
     app_ms: float = 0.0  # the app's own time for the request, SQL included (X-Movr-App-Ms)
     client_rtt_ms: float = 0.0  # the floor's parts: the client's round trip to the serving region,
     sql_floor_ms: float = 0.0  # and the network time SQL cannot avoid (WAN and in-region round trips, commit waits)
+    sql_rounds: int = 0  # the floor's SQL round trips, WAN and in-region: each one wakes a PostgreSQL
 
     @property
     def excess_ms(self) -> float:
@@ -145,6 +152,7 @@ def run_journey(state: LabState, preset: Preset, city: str, scale: float, userna
                     app_ms=figures_.app_ms,
                     client_rtt_ms=floor.client_rtt_ms,
                     sql_floor_ms=floor.sql_ms,
+                    sql_rounds=floor.wan_round_trips + floor.local_round_trips,
                 )
             )
     finally:
@@ -169,6 +177,8 @@ def summarize(runs: list[JourneyRun]) -> list[dict[str, Any]]:
                 "client_ms": statistics.median(r.client_ms for r in results),
                 "sql_ms": statistics.median(r.sql_ms for r in results),
                 "floor_ms": statistics.median(r.floor_ms for r in results),
+                "sql_floor_ms": statistics.median(r.sql_floor_ms for r in results),
+                "sql_rounds": max(r.sql_rounds for r in results),
                 "excess_ms": statistics.median(r.excess_ms for r in results),
                 "excess_parts_ms": {
                     part: statistics.median(r.excess_parts()[part] for r in results) for part in ("sql", "app", "path")
@@ -186,60 +196,119 @@ def summarize(runs: list[JourneyRun]) -> list[dict[str, Any]]:
 
 def ratios(rows: list[dict[str, Any]], city: str) -> dict[str, float | None]:
     """Average SQL and client-observed latency of a city's steps whose data is homed there (all but
-    sign-up), per topology, and the SQL latency's ratios against `multi`."""
+    sign-up), per topology, and the SQL latency's ratios against `multi`.
+
+    With the rows' limits (`add_limits`), the SQL side of this machine's limit too: `multi_sql_limit_ms`,
+    the same average of multi's SQL at its limit (each step's local rounds x (in-region RTT + PostgreSQL
+    after idling)); `hybrid/multi_at_limit`, the most `hybrid/multi` can be here with hybrid's SQL as
+    measured; `multi_sql_x_limit`, how close multi's measured SQL comes to that limit."""
 
     def avg(topology: str, figure: str) -> float | None:
         values = [
             r[figure]
             for r in rows
-            if r["topology"] == topology and r["city"] == city and r["step"] != "sign up" and r["statements"] > 0
+            if r["topology"] == topology
+            and r["city"] == city
+            and r["step"] != "sign up"
+            and r["statements"] > 0
+            and figure in r
         ]
         return statistics.mean(values) if values else None
+
+    def over(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
 
     result: dict[str, float | None] = {f"{t}_avg_sql_ms": avg(t, "sql_ms") for t in TOPOLOGIES}
     result |= {f"{t}_avg_client_ms": avg(t, "client_ms") for t in TOPOLOGIES}
     multi = result["multi_avg_sql_ms"]
     for topology in ("single", "hybrid"):
-        value = result[f"{topology}_avg_sql_ms"]
-        result[f"{topology}/multi"] = value / multi if value is not None and multi else None
+        result[f"{topology}/multi"] = over(result[f"{topology}_avg_sql_ms"], multi)
+    limit = avg("multi", "sql_limit_ms")
+    result["multi_sql_limit_ms"] = limit
+    result["hybrid/multi_at_limit"] = over(result["hybrid_avg_sql_ms"], limit)
+    result["multi_sql_x_limit"] = over(multi, limit)
     return result
 
 
 IDLE_GAP_S = 0.02  # about the gap a journey leaves between requests (a client<->region round trip)
+# The processes a request passes besides PostgreSQL, each woken once: a bare process hop each in the limit.
+# The links are not among them: they stand for the network, whose RTT is in the floor, and they wake on
+# their own timer while they hold a round trip back (`movr bench path`: after idling, a link costs its RTT).
+PROCESSES_PASSED = ("balancer", "app server")
 
 
-def machine_idle_cost(dsn: str, samples: int = 100) -> dict[str, float]:
-    """A `SELECT 1` and a committed one-row INSERT on a local server, straight (no link), back to back and
-    after the machine idled for IDLE_GAP_S.
+def machine_idle_cost(dsn: str, samples: int = 100, env: dict[str, str] | None = None) -> dict[str, float]:
+    """A `SELECT 1` and a committed one-row INSERT on a local server, straight (no link), and a bare process
+    hop (movr.bench.echo: a round trip to a minimal echo server this probe starts and always stops), each
+    back to back and after the machine idled for IDLE_GAP_S; medians of `samples`, interleaved. `env`: for
+    the echo server's environment (the lab's marker).
 
-    Not part of any floor: context for reading the excess. On small virtual machines a process woken after
-    a few idle milliseconds runs several times slower than one kept busy (caches, CPU wake-up), and every
-    request of a journey wakes the balancer, an app server, a link and a database in turn. The figures after
-    idling are also a lower bound for local SQL in `multi` (add the in-region RTT): no code of ours runs in them.
+    On small virtual machines a process woken after a few idle milliseconds runs several times slower than
+    one kept busy (caches, CPU wake-up), and every request of a journey wakes the balancer, an app server, a
+    link and a database in turn. No code of ours runs in the figures after idling: they make this machine's
+    limit (`step_limit`), not any floor.
     """
     import psycopg  # heavy, and only a run needs it: `movr` builds every bench command at start-up
 
-    def timed(conn: psycopg.Connection, statement: str) -> float:
+    def timed(probe: Any, *args: Any) -> float:
         started = time.perf_counter()
-        conn.execute(statement).fetchall()
+        probe(*args)
         return (time.perf_counter() - started) * 1000
 
+    def sql(statement: str) -> None:
+        conn.execute(statement).fetchall()
+
     select, insert = "SELECT 1", "INSERT INTO movr_idle_probe DEFAULT VALUES RETURNING id"
-    figures_: dict[str, list[float]] = {"select_busy": [], "select_after_idle": [], "insert_after_idle": []}
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    kinds = ("select_busy", "select_after_idle", "insert_after_idle", "hop_busy", "hop_after_idle")
+    figures_: dict[str, list[float]] = {kind: [] for kind in kinds}
+    with psycopg.connect(dsn, autocommit=True) as conn, EchoServer(env) as echo:
         conn.execute("CREATE TABLE IF NOT EXISTS movr_idle_probe (id bigserial PRIMARY KEY)")
         try:
             for _ in range(20):
-                timed(conn, select)
-            for _ in range(samples):  # in pairs, so that a machine whose speed drifts affects both alike
+                timed(sql, select)
+                timed(echo.round_trip)
+            for _ in range(samples):  # interleaved, so that a machine whose speed drifts affects all alike
                 time.sleep(IDLE_GAP_S)  # the gap being measured, not a distance
-                figures_["select_after_idle"].append(timed(conn, select))
-                figures_["select_busy"].append(timed(conn, select))
+                figures_["select_after_idle"].append(timed(sql, select))
+                figures_["select_busy"].append(timed(sql, select))
                 time.sleep(IDLE_GAP_S)
-                figures_["insert_after_idle"].append(timed(conn, insert))
+                figures_["insert_after_idle"].append(timed(sql, insert))
+                time.sleep(IDLE_GAP_S)
+                figures_["hop_after_idle"].append(timed(echo.round_trip))
+                figures_["hop_busy"].append(timed(echo.round_trip))
         finally:
             conn.execute("DROP TABLE movr_idle_probe")
     return {"gap_ms": IDLE_GAP_S * 1000, **{f"{k}_ms": statistics.median(v) for k, v in figures_.items()}}
+
+
+def step_limit(row: Mapping[str, Any], idle: Mapping[str, float]) -> dict[str, float]:
+    """This machine's limit for one step's summary row: what it cannot go below with no code of ours.
+
+        limit = the step's floor
+              + for each SQL round of the floor (WAN and in-region: `sql_rounds`), PostgreSQL's own time
+                after idling: the committed INSERT for a step that writes (movr.floors.JOURNEY_WRITES, what
+                its SQL does: a log-in only reads, a log-out writes), else `SELECT 1`
+              + a bare process hop after idling for each process it passes besides PostgreSQL
+                (PROCESSES_PASSED)
+
+    Returns `limit_ms`; `sql_limit_ms` (the SQL floor plus those rounds); `limit_x_floor`, how much of
+    "x times the floor" the machine alone takes; `x_limit`, the measured client latency over the limit."""
+    per_round = idle["insert_after_idle_ms"] if row["step"] in floors.JOURNEY_WRITES else idle["select_after_idle_ms"]
+    postgresql = row["sql_rounds"] * per_round
+    limit = row["floor_ms"] + postgresql + len(PROCESSES_PASSED) * idle["hop_after_idle_ms"]
+    return {
+        "limit_ms": limit,
+        "sql_limit_ms": row["sql_floor_ms"] + postgresql,
+        "limit_x_floor": limit / row["floor_ms"],
+        "x_limit": row["client_ms"] / limit,
+    }
+
+
+def add_limits(rows: list[dict[str, Any]], idle: Mapping[str, float] | None) -> None:
+    """Each row's limit (`step_limit`), when the run measured this machine (`machine_idle_cost`)."""
+    if idle:
+        for row in rows:
+            row |= step_limit(row, idle)
 
 
 def _labels(preset: Preset, cities: list[str], topologies_text: str, survival_text: str) -> list[str]:
@@ -267,6 +336,7 @@ def run(
     commits, so the table shows what each survival goal costs."""
     # The supervisor and the sample data pull in the whole lab and store; `movr` builds every bench
     # command at start-up.
+    from movr.lab.processes import RUN_DIR_MARKER
     from movr.lab.supervisor import SurvivalOptions, lab_down, lab_up
     from movr.store.sample import generate
 
@@ -288,7 +358,8 @@ def run(
                 state.load_sample(generate(chosen, users=n * 3, vehicles=n * 3, rides=n * 3, seed=7))
                 if idle_cost is None:
                     progress.update(task, description=f"{label}: timing this machine's idle wake-up")
-                    idle_cost = machine_idle_cost(state.server_dsn(chosen.primary_region))
+                    marker = {RUN_DIR_MARKER: str(lab_dir.resolve())}  # `processes_left` finds a lost echo server
+                    idle_cost = machine_idle_cost(state.server_dsn(chosen.primary_region), env=marker)
                 progress.update(task, description=f"{label}: warming up")
                 for city in cities:
                     run_journey(state, chosen, city, scale)  # warm pools and caches; not recorded
@@ -302,6 +373,7 @@ def run(
             finally:
                 lab_down(lab_dir)
     rows = summarize(runs)
+    add_limits(rows, idle_cost)
     return {
         "preset": chosen.name,
         "scale": scale,

@@ -4,6 +4,8 @@ A request from a client to MovR passes the balancer, an app server, the app's in
 Each hop's cost is the request with the hop minus a reference request that skips it, both measured in the
 same run, interleaved, so that a machine whose speed drifts affects both alike:
 
+- process hop: first, the machine's own cost of one hop to another process, with no code of ours: a round
+  trip to a minimal echo server (movr.bench.echo) on the loopback; the other rows read against it;
 - postgresql: `SELECT 1` straight to the region's server (the reference: nothing);
 - link: the same `SELECT 1` through the app's in-region link (it carries the modelled in-region RTT);
 - app server: `GET /healthz` (no SQL; the reference: nothing) and a read action (the city's vehicles; the
@@ -30,6 +32,7 @@ from rich.table import Table
 
 from movr import floors
 from movr.bench.client import Client, caller_headers, view_vehicles
+from movr.bench.echo import EchoServer
 from movr.bench.experiment import (
     Experiment,
     ExperimentError,
@@ -46,9 +49,10 @@ from movr.bench.markup import esc, num, table
 from movr.bench.plots import pyplot, save_figure
 from movr.lab.balancer import RTT_HEADER
 
-REQUESTS = ("postgresql", "link", "app healthz", "app read", "balancer healthz", "balancer read")
+REQUESTS = ("bare hop", "postgresql", "link", "app healthz", "app read", "balancer healthz", "balancer read")
 # (hop, request kind, the request with the hop, the reference without it: None = nothing)
 HOPS = (
+    ("process hop", "echo", "bare hop", None),
     ("postgresql", "SELECT 1", "postgresql", None),
     ("link", "SELECT 1", "link", "postgresql"),
     ("app server", "healthz", "app healthz", None),
@@ -75,6 +79,16 @@ def _sql(dsn: str) -> tuple[Callable[[], float], Callable[[], None]]:
         return 0.0
 
     return select, conn.close
+
+
+def _echo(env: dict[str, str]) -> tuple[Callable[[], float], Callable[[], None]]:
+    server = EchoServer(env).start()
+
+    def hop() -> float:
+        server.round_trip()
+        return 0.0
+
+    return hop, server.stop
 
 
 def _healthz(base_url: str, headers: Mapping[str, str]) -> tuple[Callable[[], float], Callable[[], None]]:
@@ -155,6 +169,7 @@ def run(run_dir: Path, *, preset: str, scale: float, region: str | None, samples
     """One multi lab (always taken down), a small sample, then every request interleaved `samples` times."""
     # The supervisor and the sample data pull in the whole lab and store; `movr` builds every bench
     # command at start-up.
+    from movr.lab.processes import RUN_DIR_MARKER
     from movr.lab.supervisor import lab_down, lab_up
     from movr.store.sample import generate
 
@@ -174,17 +189,21 @@ def run(run_dir: Path, *, preset: str, scale: float, region: str | None, samples
             state.load_sample(generate(chosen, users=n * 3, vehicles=n * 3, rides=n * 3, seed=7))
         app_url = f"http://127.0.0.1:{state.plan.app_ports[region]}"
         link = state.plan.link("app", region, state.plan.servers[region].name).name
-        made = {
-            "postgresql": _sql(state.server_dsn(region)),
-            "link": _sql(state.server_dsn(region, via_link=link)),
-            "app healthz": _healthz(app_url, caller_headers(city)),
-            "app read": _read(app_url, city),
-            "balancer healthz": _healthz(state.balancer_url or "", caller_headers(city)),
-            "balancer read": _read(state.balancer_url or "", city),
+        makers: dict[str, Callable[[], tuple[Callable[[], float], Callable[[], None]]]] = {
+            "bare hop": lambda: _echo({RUN_DIR_MARKER: str(lab_dir.resolve())}),  # `processes_left` finds it
+            "postgresql": lambda: _sql(state.server_dsn(region)),
+            "link": lambda: _sql(state.server_dsn(region, via_link=link)),
+            "app healthz": lambda: _healthz(app_url, caller_headers(city)),
+            "app read": lambda: _read(app_url, city),
+            "balancer healthz": lambda: _healthz(state.balancer_url or "", caller_headers(city)),
+            "balancer read": lambda: _read(state.balancer_url or "", city),
         }
-        closers += [close for _, close in made.values()]
+        probes = {}
+        for name, make in makers.items():  # each closed in the end, even when a later one cannot be made
+            probes[name], close = make()
+            closers.append(close)
         with console.status(f"timing each hop from {city} ({samples} rounds)"):
-            measured = measure({name: probe for name, (probe, _) in made.items()}, samples)
+            measured = measure(probes, samples)
         postgresql = postgresql_version(state.server_dsn(region))
     finally:
         for close in closers:
@@ -219,6 +238,7 @@ def print_tables(result: Result) -> None:
     console.print(out)
     console.print(
         f"{result['samples']} rounds, interleaved; busy: back to back, idle: after {result['gap_ms']:g} ms idle; "
+        "the process hop: a round trip to a minimal echo process, the machine's own cost of one hop; "
         f"the balancer's rows less the client RTT it carried ({RTT_HEADER}: {result['client_rtt_ms']:.3f} ms); "
         f"the link carries the in-region RTT ({result['link_rtt_ms']:.3f} ms)."
     )
@@ -233,7 +253,8 @@ def report(result: Result) -> list[str]:
     return [
         f"<p>From {esc(result.get('city'))} ({esc(result.get('region'))}), {esc(result.get('samples'))} rounds: "
         f"each hop's cost is the request with it minus the one without, back to back and after "
-        f"{result.get('gap_ms', 0):g} ms idle. The balancer's rows are less the client RTT it carried "
+        f"{result.get('gap_ms', 0):g} ms idle. The process hop is a round trip to a minimal echo process: this "
+        "machine's own cost of one hop, with no code of ours. The balancer's rows are less the client RTT it carried "
         f"({esc(RTT_HEADER)}); the link's include the modelled in-region RTT "
         f"({num(result.get('link_rtt_ms'), 2)} ms).</p>",
         table(("hop", "request", "minus", "busy p50", "busy p90", "idle p50", "idle p90"), rows, numeric_from=3),
@@ -246,10 +267,17 @@ def headline(result: Result) -> list[str]:
         return []
     parts = [("postgresql", "SELECT 1"), ("link", "SELECT 1"), ("app server", "read"), ("balancer", "read")]
     text = {m: " + ".join(f"{hop} {hops[hop, kind][f'{m}_p50_ms']:.2f}" for hop, kind in parts) for m in MODES}
-    return [
+    lines = [
         f"a read from {result['city']}, median ms per hop: back to back {text['busy']}; "
         f"after {result['gap_ms']:g} ms idle {text['idle']}"
     ]
+    bare = hops.get(("process hop", "echo"))
+    if bare:
+        lines.append(
+            f"this machine's own cost of one process hop (a loopback echo), median ms: {bare['busy_p50_ms']:.2f} "
+            f"back to back, {bare['idle_p50_ms']:.2f} after {result['gap_ms']:g} ms idle"
+        )
+    return lines
 
 
 def _draw(result: Result, path: Path) -> None:

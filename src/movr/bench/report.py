@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from movr.bench.experiment import Experiment, Figure, console
+from movr.bench.experiment import HELD_AWAKE, Experiment, Figure, console
 from movr.bench.markup import checks_list, esc, table
 from movr.bench.registry import Registry, registry
 from movr.cli_support import CliError
@@ -140,10 +140,17 @@ def _json_files(run_dir: Path) -> list[Path]:
 
 
 def _headline(result: Found) -> list[str]:
+    held = [f"CPUs held awake for the run ({HELD_AWAKE})"] if _held_awake(result.data) else []
     try:
-        return list(result.experiment.headline(result.data))
+        return [*result.experiment.headline(result.data), *held]
     except SHAPE_ERRORS:
-        return ["(this result's shape is not one its experiment reads)"]
+        return ["(this result's shape is not one its experiment reads)", *held]
+
+
+def _held_awake(data: Mapping[str, Any]) -> bool:
+    """Whether the run held the CPUs awake (`--hold-cpus-awake`): its latencies read against no wake-ups."""
+    machine = data.get("machine")
+    return isinstance(machine, dict) and machine.get("cpus_held_awake") is True
 
 
 def _tally(checks: Sequence[Mapping[str, Any]]) -> str:
@@ -249,6 +256,11 @@ def section(result: Found, run_dir: Path) -> tuple[str, int]:
         parts.append(
             f"<p class=warn>Delays scaled ×{esc(_scale(scale))}: milliseconds here are not comparable with the "
             "articles' figures; ratios and counts are.</p>"
+        )
+    if _held_awake(result.data):
+        parts.append(
+            f"<p class=warn>CPUs held awake for the run ({esc(HELD_AWAKE)}): no CPU slept, so no request paid "
+            "for waking one: compare its latencies only with runs that held them too.</p>"
         )
     try:
         parts += result.experiment.report(result.data)
