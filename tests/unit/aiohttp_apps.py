@@ -1,4 +1,5 @@
-"""Stand-in HTTP servers for the balancer's tests: any aiohttp handler, on a free 127.0.0.1 port."""
+"""Stand-in HTTP servers for the balancer's tests (any aiohttp handler, on a free 127.0.0.1 port), and the
+balancer itself served in a test's event loop."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
+from movr.lab.balancer import serving as balancer_serving
 from movr.lab.ports import free_port
 
 
@@ -25,3 +27,23 @@ async def serving(
         yield f"http://127.0.0.1:{port}", runner
     finally:
         await runner.cleanup()
+
+
+class BalancerServer:
+    """A balancer application served in this event loop as the process serves it (front door and all), used as
+    aiohttp's TestServer is: `await start_server()`, `make_url(path)`, `await close()`."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._serving = balancer_serving(app, 0)
+
+    async def start_server(self) -> None:
+        self.port = await self._serving.__aenter__()
+
+    def make_url(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    async def close(self) -> None:
+        await self._serving.__aexit__(None, None, None)

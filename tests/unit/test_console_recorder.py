@@ -7,8 +7,7 @@ import asyncio
 
 import aiohttp
 from aiohttp import web
-from aiohttp.test_utils import TestServer
-from aiohttp_apps import serving
+from aiohttp_apps import BalancerServer, serving
 
 from movr import telemetry_headers as names
 from movr.lab import control
@@ -104,7 +103,7 @@ async def _balancer_records() -> list[Forwarded]:
 
     async with serving(app) as (url, _):
         config = {"preset": "gcp-3", "scale": 0.01, "topology": "multi", "apps": {"europe-west1": url}}
-        server = TestServer(build_app(config, TOKEN))
+        server = BalancerServer(build_app(config, TOKEN))
         await server.start_server()
         balancer = server.app[BALANCER_KEY]
         balancer.recorder = RequestRecorder()

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 from aiohttp_apps import serving
 
-from movr.lab.upstream import UpstreamError, UpstreamPool
+from movr.lab.upstream import UpstreamError, UpstreamPool, UpstreamResponse, encode_request
 
 
 async def echo(request: web.Request) -> web.StreamResponse:
@@ -32,31 +32,51 @@ async def echo(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def request(
+    pool: UpstreamPool, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, **kwargs
+) -> UpstreamResponse:
+    message = encode_request(method, target.encode(), pool.host_header, headers, body)
+    return await pool.send(message, head=method == "HEAD", timeout=5, **kwargs)
+
+
 async def _answers() -> None:
     async with serving(echo) as (url, _):
         pool = UpstreamPool(url)
         try:
-            made = await pool.request("POST", "/rides?x=1", [("X-Client-City", "rome")], b"body", timeout=5)
-            assert (made.status, made.reason, made.body) == (201, "Made", b"POST /rides?x=1 body")
-            assert ("X-Seen-City", "rome") in made.headers
-            assert [v for k, v in made.headers if k.lower() == "set-cookie"] == ["a=1; Path=/", "b=2; Path=/"]
+            made = await request(pool, "POST", "/rides?x=1", [(b"X-Client-City", b"rome")], b"body")
+            assert (made.status, made.reason, made.body) == (201, b"Made", b"POST /rides?x=1 body")
+            assert (b"X-Seen-City", b"rome") in made.headers
+            assert [v for k, v in made.headers if k.lower() == b"set-cookie"] == [b"a=1; Path=/", b"b=2; Path=/"]
 
-            chunked = await pool.request("GET", "/chunked", [], b"", timeout=5)
+            chunked = await request(pool, "GET", "/chunked", [], b"")
             assert chunked.body == b"one,two,three"
 
-            head = await pool.request("HEAD", "/x", [], b"", timeout=5)
+            head = await request(pool, "HEAD", "/x", [], b"")
             assert head.status == 201 and head.body == b""
-            assert dict((k.lower(), v) for k, v in head.headers)["content-length"] == str(len(b"HEAD /x "))
+            assert dict((k.lower(), v) for k, v in head.headers)[b"content-length"] == b"%d" % len(b"HEAD /x ")
 
-            empty = await pool.request("DELETE", "/empty", [], b"", timeout=5)
+            empty = await request(pool, "DELETE", "/empty", [], b"")
             assert (empty.status, empty.body) == (204, b"")
 
+            # A request sent when `deliver` says: not before.
+            writes: list[object] = []
+            later = await request(pool, "GET", "/later", [], b"", deliver=lambda write: writes.append(write) or write())
+            assert later.body == b"GET /later " and len(writes) == 1
+
             # Kept alive: after all that, one idle connection serves the next request.
-            again = await pool.request("GET", "/again", [], b"", timeout=5)
+            again = await request(pool, "GET", "/again", [], b"")
             assert again.body == b"GET /again "
             assert len(pool._idle) == 1
         finally:
             pool.close()
+
+
+def test_a_request_is_encoded_in_one_piece_with_its_length():
+    message = encode_request("POST", b"/a%0Ab?x=1", b"127.0.0.1:9", [(b"X-A", b"1"), (b"x-a", b"2")], b"\x1f\x8b")
+    assert message == (
+        b"POST /a%0Ab?x=1 HTTP/1.1\r\nHost: 127.0.0.1:9\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 2\r\n\r\n\x1f\x8b"
+    )
+    assert encode_request("GET", b"/", None, [(b"Host", b"h")], b"") == b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
 
 
 def test_answers_pass_through_whole():
@@ -66,16 +86,16 @@ def test_answers_pass_through_whole():
 async def _stale_and_dead() -> None:
     async with serving(echo) as (url, _):
         pool = UpstreamPool(url)
-        await pool.request("GET", "/first", [], b"", timeout=5)
+        await request(pool, "GET", "/first", [], b"")
         (idle,) = pool._idle
         assert idle.transport is not None
         idle.transport.close()  # as if the app server had closed its idle end
         await asyncio.sleep(0)
-        answer = await pool.request("GET", "/second", [], b"", timeout=5)
+        answer = await request(pool, "GET", "/second", [], b"")
         assert answer.body == b"GET /second "
         pool.close()
     with pytest.raises(UpstreamError, match="cannot connect"):
-        await UpstreamPool(url).request("GET", "/", [], b"", timeout=5)
+        await request(UpstreamPool(url), "GET", "/", [], b"")
 
 
 def test_a_closed_idle_connection_is_replaced_and_a_dead_app_is_an_error():
@@ -93,7 +113,7 @@ async def _hangs_up() -> None:
     port = server.sockets[0].getsockname()[1]
     try:
         with pytest.raises(UpstreamError, match="closed"):
-            await UpstreamPool(f"http://127.0.0.1:{port}").request("GET", "/", [], b"", timeout=5)
+            await request(UpstreamPool(f"http://127.0.0.1:{port}"), "GET", "/", [], b"")
     finally:
         server.close()
         await server.wait_closed()

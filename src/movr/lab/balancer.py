@@ -1,10 +1,12 @@
 """The lab's geo load balancer: one HTTP front door standing in for a cloud global load balancer.
 
 For each request it locates the client in a city, picks the nearest healthy region that runs an app server,
-carries the client<->region round trip on the client's access link (half before forwarding, half after the
-app's response is read: ``movr.lab.links_access``, the only waiting here) and forwards the request to that
-region's app with location headers added. So a request from Rome costs the client one Rome<->region round
-trip, counted per region (law 2), and nothing else in the balancer stands in for distance (law 1).
+carries the client<->region round trip on the client's access link (the request reaches the app half of it
+later, the answer reaches the client half of it after the app's: ``movr.lab.links_access``, the only waiting
+here) and forwards the request to that region's app with location headers added. So a request from Rome costs
+the client one Rome<->region round trip, counted per region (law 2), and nothing else in the balancer stands
+in for distance (law 1). Its clients' connections are served by a lean front door (``movr.lab.downstream``),
+its apps' by lean pools (``movr.lab.upstream``); its own endpoints by an aiohttp application.
 
 Client city: read from the request exactly as the app reads it (``movr.geo.client_location``: the
 ``X-Client-City`` header, the city part of ``X-Client-Geo-Location``, the ``movr_browsing_from`` cookie;
@@ -34,7 +36,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import html
+import functools
+import gc
 import json
 import logging
 import os
@@ -45,22 +48,29 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp import hdrs, web
+from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from multidict import CIMultiDict, CIMultiDictProxy, istr
+from multidict import CIMultiDict
+from werkzeug.http import parse_cookie
 
-from movr.geo import Preset, PresetError, load_preset
-from movr.geo.client_location import CITY_HEADER, GEO_HEADER, geo_header_value, match_city, resolve
+from movr.geo.client_location import CITY_COOKIE, CITY_HEADER, GEO_HEADER, geo_header_value
 from movr.lab import control
-from movr.lab.console.recorder import RequestRecorder
-from movr.lab.layout import TOPOLOGIES
+from movr.lab.balancer_config import (  # re-exported: the balancer's tests and callers name them here
+    BalancerConfig,
+    BalancerConfigError,
+    choose_region,
+    load_config,
+    parse_config,
+    resolve_city,
+)
+from movr.lab.console import PREFIX as CONSOLE_PREFIX
+from movr.lab.console.recorder import FIGURE_HEADERS, RequestRecorder
+from movr.lab.downstream import Answer, FrontDoor, Request, Send, encode_answer, error_answer
 from movr.lab.links import new_event_loop
-from movr.lab.links_access import AccessLinkCounters, carry
+from movr.lab.links_access import AccessDelay, AccessLinkCounters
 from movr.lab.processes import RUN_DIR_MARKER
-from movr.lab.upstream import UpstreamError, UpstreamPool
+from movr.lab.upstream import UpstreamError, UpstreamPool, UpstreamResponse, encode_request
 
 log = logging.getLogger("movr.lab.balancer")
 
@@ -75,123 +85,8 @@ HEALTH_INTERVAL_S = 0.5
 HEALTH_TIMEOUT_S = 1.0
 FAILURES_TO_UNHEALTHY = 2  # one lost probe is noise; two in a row is an outage
 
-# Headers that describe one hop, not the message (RFC 9110 7.6.1), plus those the proxy recomputes itself.
-_HOP_BY_HOP = frozenset(
-    istr(name)
-    for name in (
-        "Connection",
-        "Keep-Alive",
-        "Proxy-Authenticate",
-        "Proxy-Authorization",
-        "Proxy-Connection",
-        "TE",
-        "Trailer",
-        "Transfer-Encoding",
-        "Upgrade",
-    )
-)
-_RECOMPUTED_UPSTREAM = frozenset({hdrs.HOST, hdrs.CONTENT_LENGTH, hdrs.EXPECT})
-_RECOMPUTED_DOWNSTREAM = frozenset({hdrs.CONTENT_LENGTH})
 _MAX_BODY_BYTES = 64 * 1024 * 1024
 UPSTREAM_TIMEOUT_S = 120.0
-
-
-class BalancerConfigError(ValueError):
-    """A balancer config that cannot be used."""
-
-
-@dataclass(frozen=True)
-class BalancerConfig:
-    preset: Preset
-    scale: float
-    topology: str
-    primary_region: str
-    apps: dict[str, str]  # region -> app base URL, without a trailing slash
-    default_city: str
-
-
-def parse_config(data: Mapping[str, Any]) -> BalancerConfig:
-    """Validate a config dict (the JSON file's content) against its preset."""
-    if "preset" not in data:
-        raise BalancerConfigError("config needs 'preset'")
-    try:
-        preset = load_preset(data["preset"])
-    except PresetError as err:
-        raise BalancerConfigError(str(err)) from None
-
-    topology = data.get("topology", "multi")
-    if topology not in TOPOLOGIES:
-        raise BalancerConfigError(f"topology must be one of {TOPOLOGIES}, not {topology!r}")
-    try:
-        scale = float(data.get("scale", 1.0))
-    except (TypeError, ValueError):
-        raise BalancerConfigError(f"scale must be a number, not {data.get('scale')!r}") from None
-    if scale < 0:
-        raise BalancerConfigError("scale must not be negative")
-
-    primary = data.get("primary_region") or preset.primary_region
-    if primary not in preset.regions:
-        raise BalancerConfigError(f"primary_region {primary!r} is not a region of preset {preset.name}")
-
-    apps_in = data.get("apps") or {}
-    if not isinstance(apps_in, Mapping):
-        raise BalancerConfigError("apps must map region -> URL")
-    for region in apps_in:
-        if region not in preset.regions:
-            raise BalancerConfigError(f"apps names {region!r}, not a region of preset {preset.name}")
-    apps = {region: str(url).rstrip("/") for region, url in apps_in.items()}
-    for region, url in apps.items():
-        parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname or parts.path or parts.query:
-            raise BalancerConfigError(f"the app of {region} must be at http://host:port, not {url!r}")
-    if topology == "single":
-        # The seed article's "before": one app in the primary region serves the world.
-        if primary not in apps:
-            raise BalancerConfigError(f"topology single needs an app in the primary region {primary}")
-        apps = {primary: apps[primary]}
-    elif not apps:
-        raise BalancerConfigError("apps is empty")
-
-    default_city = data.get("default_city")
-    if default_city is None:
-        default_city = preset.regions[primary].cities[0]
-    else:
-        matched = match_city(preset, str(default_city))
-        if matched is None:
-            raise BalancerConfigError(f"default_city {default_city!r} is not a city of preset {preset.name}")
-        default_city = matched
-    return BalancerConfig(preset, scale, topology, primary, apps, default_city)
-
-
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a JSON config; a relative preset path is taken relative to the config file."""
-    path = Path(path)
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict):
-        raise BalancerConfigError(f"{path}: config must be a JSON object")
-    preset = data.get("preset")
-    if isinstance(preset, str) and preset.endswith(".toml") and not Path(preset).is_absolute():
-        beside = path.parent / preset
-        if beside.exists():
-            data["preset"] = str(beside)
-    return data
-
-
-# --- pure decisions -----------------------------------------------------------------------------------------
-
-
-def resolve_city(preset: Preset, headers: Mapping[str, str], cookies: Mapping[str, str], default_city: str) -> str:
-    """Where the client is, read as the app reads it (movr.geo.client_location), else the default city."""
-    return resolve(preset, headers, cookies).city or default_city
-
-
-def choose_region(preset: Preset, city: str, healthy_regions: list[str], topology: str, primary: str) -> str | None:
-    """The region that serves a client in `city`: the nearest healthy one (the primary in `single`)."""
-    if topology == "single":
-        return primary if primary in healthy_regions else None
-    if not healthy_regions:
-        return None
-    return preset.nearest_regions(city, list(healthy_regions))[0]
 
 
 # --- the server ---------------------------------------------------------------------------------------------
@@ -210,32 +105,41 @@ class _App:
         return self.healthy and not self.forced_down
 
 
+@dataclass(frozen=True)
+class _Route:
+    """Where a client in one city goes while the same regions are in rotation (made once per city and set)."""
+
+    region: str | None
+    rtt_ms: float
+    location: list[tuple[bytes, bytes]]  # the client-location headers the app gets
+    extra: list[tuple[bytes, bytes]]  # the headers the client gets: the region and the RTT it was carried
+
+
+_CITY_CACHE_SIZE = 4096  # distinct ways of naming a city seen; past this the cache starts again
+
+
 class Balancer:
-    """Routing state, health and counters of one balancer; its methods are the aiohttp handlers."""
+    """Routing state, health and counters of one balancer. `exchange` forwards a request (movr.lab.downstream's
+    front door calls it); the control endpoints are aiohttp handlers."""
 
     def __init__(self, config: BalancerConfig) -> None:
         self.config = config
         self.apps = {region: _App(region, url) for region, url in config.apps.items()}
-        # Requests go through lean keep-alive pools (movr.lab.upstream); health checks through aiohttp's client.
+        # Requests and health checks go through lean keep-alive pools (movr.lab.upstream).
         self.upstreams = {region: UpstreamPool(url) for region, url in config.apps.items()}
         self.counters = AccessLinkCounters(list(self.apps))
-        self._session: aiohttp.ClientSession | None = None
+        self._access: AccessDelay | None = None
         # The lab console's record of forwarded requests (movr.lab.console); None when no console is mounted.
         self.recorder: RequestRecorder | None = None
+        self.console_mounted = False
+        self.access_log = False
+        # Routing is a pure function of the city and the regions in rotation: computed once for each.
+        self._routes: dict[tuple[str, tuple[str, ...]], _Route] = {}
+        self._cities: dict[tuple[bytes | None, bytes | None, bytes | None], str] = {}
 
     async def lifecycle(self, _app: web.Application) -> AsyncIterator[None]:
-        """aiohttp cleanup context: the health checks' session and watcher; the request pools closed at the end."""
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=512, limit_per_host=256),
-            # Clients' cookies must never leak between clients through a shared jar.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            # Bodies pass through byte for byte, compressed or not; Content-Encoding goes along unchanged.
-            auto_decompress=False,
-            # Send only the client's own headers: an added Accept-Encoding could make the app compress for
-            # a client that never asked for it.
-            skip_auto_headers=(hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.USER_AGENT, hdrs.CONTENT_TYPE),
-            timeout=aiohttp.ClientTimeout(total=120, sock_connect=2),
-        )
+        """aiohttp cleanup context: the access link's wake-ups and the health watcher; the pools closed at the end."""
+        self._access = AccessDelay(asyncio.get_running_loop())
         watcher = asyncio.create_task(self._watch_health(), name="balancer-health")
         try:
             yield
@@ -243,15 +147,15 @@ class Balancer:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            await self._session.close()
+            self._access.close()
             for pool in self.upstreams.values():
                 pool.close()
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def access(self) -> AccessDelay:
+        if self._access is None:
             raise RuntimeError("the balancer is not running")
-        return self._session
+        return self._access
 
     def regions_in_rotation(self) -> list[str]:
         return [region for region, app in self.apps.items() if app.in_rotation]
@@ -261,71 +165,109 @@ class Balancer:
         cfg = self.config
         return choose_region(cfg.preset, city, list(self.apps), cfg.topology, cfg.primary_region)
 
+    def is_own(self, target: bytes) -> bool:
+        """Whether a request target is for the balancer itself (its control API, the console), never forwarded."""
+        path = target.partition(b"?")[0]
+        if path.startswith(_CONTROL_PREFIX):
+            return True
+        return self.console_mounted and (path == _CONSOLE_PATH or path.startswith(_CONSOLE_PREFIX))
+
     # --- forwarding ---
 
-    async def forward(self, request: web.Request) -> web.StreamResponse:
-        if request.path.startswith(CONTROL_PREFIX):
-            return _error(request, 404, "no such balancer endpoint")
-        started = time.perf_counter()
-        cfg = self.config
-        city = resolve_city(cfg.preset, request.headers, request.cookies, cfg.default_city)
-        region = choose_region(cfg.preset, city, self.regions_in_rotation(), cfg.topology, cfg.primary_region)
-        if region is None:
-            response = _error(request, 503, f"no healthy region can serve a client in {city}")
-            self._record(request, started, city, None, response.status, 0.0, None)
-            return response
-        app = self.apps[region]
-        rtt_ms = cfg.preset.client_rtt_ms(city, region) * cfg.scale
-        extra = {REGION_HEADER: region, RTT_HEADER: f"{rtt_ms:.3f}"}
+    def _city(self, request: Request) -> str:
+        """Where the client is (see resolve_city), remembered for each way of naming it."""
+        cookie = request.header(b"cookie")
+        if cookie is not None and _CITY_COOKIE_NAME not in cookie:
+            cookie = None  # other cookies say nothing about the city
+        key = (request.header(_CITY_HEADER_KEY), request.header(_GEO_HEADER_KEY), cookie)
+        city = self._cities.get(key)
+        if city is None:
+            headers = {
+                name: value.decode("latin-1")
+                for name, value in ((CITY_HEADER, key[0]), (GEO_HEADER, key[1]))
+                if value is not None
+            }
+            cookies = parse_cookie(cookie.decode("latin-1")) if cookie is not None else {}
+            city = resolve_city(self.config.preset, headers, cookies, self.config.default_city)
+            if len(self._cities) >= _CITY_CACHE_SIZE:
+                self._cities.clear()
+            self._cities[key] = city
+        return city
 
-        body = await request.read()
-        headers = _upstream_headers(request, city, cfg.preset.region_of(city))
-        self.counters.count_request(region, len(body))
-        await carry(rtt_ms / 2)  # the request travels to the region
+    def _route(self, city: str) -> _Route:
+        rotation = tuple(self.regions_in_rotation())
+        route = self._routes.get((city, rotation))
+        if route is None:
+            cfg = self.config
+            region = choose_region(cfg.preset, city, list(rotation), cfg.topology, cfg.primary_region)
+            rtt_ms = 0.0 if region is None else cfg.preset.client_rtt_ms(city, region) * cfg.scale
+            location = [
+                (CITY_HEADER.encode(), city.encode()),
+                (GEO_HEADER.encode(), geo_header_value(cfg.preset.region_of(city), city).encode()),
+            ]
+            extra = [] if region is None else [(_REGION_KEY, region.encode()), (_RTT_KEY, b"%.3f" % rtt_ms)]
+            route = self._routes[(city, rotation)] = _Route(region, rtt_ms, location, extra)
+        return route
+
+    async def exchange(self, request: Request, send: Send) -> None:
+        """Forward one request to the app of the nearest region in rotation, carrying the client's round trip on
+        the access link (half each way), and `send` the client the answer when it arrives."""
+        started = time.perf_counter()
+        city = self._city(request)
+        route = self._route(city)
+        region = route.region
+        if region is None:
+            send(encode_answer(error_answer(request, 503, f"no healthy region can serve a client in {city}"), request))
+            self._record(request, started, city, None, 503, 0.0, None)
+            return
+        pool = self.upstreams[region]
+        headers = _upstream_headers(request, route.location)
+        message = encode_request(request.method, request.target, pool.host_header, headers, request.body)
+        access, one_way_ms = self.access, route.rtt_ms / 2
+        self.counters.count_request(region, len(request.body))
+        arrival = access.due(one_way_ms)  # the request travels to the region
         try:
-            upstream = await self.upstreams[region].request(
-                request.method, request.raw_path, headers.items(), body, timeout=UPSTREAM_TIMEOUT_S
+            upstream = await pool.send(
+                message,
+                head=request.method == "HEAD",
+                timeout=UPSTREAM_TIMEOUT_S,
+                deliver=functools.partial(access.deliver, arrival),
             )
         except (UpstreamError, TimeoutError, OSError) as err:
-            self._request_failed(app, err)
-            response = _error(request, 502, f"the app in {region} failed: {type(err).__name__}")
-            await carry(rtt_ms / 2)  # the failure is found in the region; the answer still travels back
-            self.counters.count_response(region, len(response.body or b""))
-            response.headers.update(extra)
-            self._record(request, started, city, region, response.status, rtt_ms, None)
-            return response
+            self._request_failed(self.apps[region], err)
+            answer = error_answer(request, 502, f"the app in {region} failed: {type(err).__name__}", route.extra)
+            status, figures = answer.status, None
+        else:
+            answer, figures = _downstream_answer(request, upstream, route.extra)
+            status = upstream.status
+        data = encode_answer(answer, request)  # all made before the answer sets off: on arrival, only a write
+        self.counters.count_response(region, len(answer.body))
 
-        await carry(rtt_ms / 2)  # the response travels back
-        payload = upstream.body
-        up_headers = CIMultiDict(upstream.headers)
-        self.counters.count_response(region, len(payload))
-        response = web.Response(
-            status=upstream.status,
-            reason=upstream.reason or None,
-            headers=_downstream_headers(up_headers),
-            body=payload,
-        )
-        response.headers.update(extra)
-        if request.method == hdrs.METH_HEAD and hdrs.CONTENT_LENGTH in up_headers:
-            # A HEAD answer has no body but announces the length a GET would get; keep the app's figure.
-            response.headers[hdrs.CONTENT_LENGTH] = up_headers[hdrs.CONTENT_LENGTH]
-        self._record(request, started, city, region, upstream.status, rtt_ms, up_headers)
-        return response
+        def answer_arrives() -> None:
+            send(data)
+            self._record(request, started, city, region, status, route.rtt_ms, figures)
+
+        # The answer travels back; from the region, so not before the request got there (an app that cannot be
+        # reached fails at once, but the client learns it only from the region).
+        access.deliver(access.due(one_way_ms, not_before=arrival), answer_arrives)
 
     def _record(
         self,
-        request: web.Request,
+        request: Request,
         started: float,
         city: str,
         region: str | None,
         status: int,
         rtt_ms: float,
-        headers: CIMultiDict[str] | None,
+        figures: list[tuple[bytes, bytes]] | None,
     ) -> None:
-        """For the lab console: one append to a bounded deque (movr.lab.console.recorder), nothing more."""
+        """For the lab console: one append to a bounded deque (movr.lab.console.recorder); the access log."""
+        latency_ms = (time.perf_counter() - started) * 1000
         if self.recorder is not None:
-            latency_ms = (time.perf_counter() - started) * 1000
+            headers = None if figures is None else _figure_headers(figures)
             self.recorder.record(request.method, request.path, city, region, status, latency_ms, rtt_ms, headers)
+        if self.access_log:  # the path as sent, without the query: the console's URLs carry the lab's token there
+            log.info("%s %s %s %.1f ms", request.method, request.raw_path, status, latency_ms)
 
     def _request_failed(self, app: _App, err: BaseException) -> None:
         if app.healthy:
@@ -339,19 +281,17 @@ class Balancer:
 
     async def _watch_health(self) -> None:
         while True:
-            await asyncio.gather(*(self._probe(app) for app in self.apps.values()))
+            await asyncio.gather(*(self._probe(region) for region in self.apps))
             await asyncio.sleep(HEALTH_INTERVAL_S)  # a polling period, not a distance
 
-    async def _probe(self, app: _App) -> None:
+    async def _probe(self, region: str) -> None:
+        pool = self.upstreams[region]
         try:
-            async with self.session.get(
-                app.base_url + HEALTH_PATH, timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_S)
-            ) as resp:
-                await resp.read()
-                ok = 200 <= resp.status < 300
-        except (aiohttp.ClientError, TimeoutError):
+            answer = await pool.send(_health_request(pool), head=False, timeout=HEALTH_TIMEOUT_S)
+            ok = 200 <= answer.status < 300
+        except (UpstreamError, TimeoutError, OSError):
             ok = False
-        self.record_probe(app.region, ok)
+        self.record_probe(region, ok)
 
     def record_probe(self, region: str, ok: bool) -> None:
         app = self.apps[region]
@@ -407,56 +347,127 @@ class Balancer:
         self.counters.reset()
         return web.json_response(self.describe())
 
+    async def no_such_endpoint(self, _request: web.Request) -> web.Response:
+        return web.json_response(control.error_body("not_found", "no such balancer endpoint"), status=404)
 
-def _connection_listed(headers: Mapping[str, str]) -> set[istr]:
+
+# Lower-case header names, as movr.lab.downstream indexes them.
+_CITY_HEADER_KEY = CITY_HEADER.lower().encode()
+_GEO_HEADER_KEY = GEO_HEADER.lower().encode()
+_CITY_COOKIE_NAME = CITY_COOKIE.encode()
+_REGION_KEY = REGION_HEADER.encode()
+_RTT_KEY = RTT_HEADER.encode()
+_CONTROL_PREFIX = CONTROL_PREFIX.encode()
+_CONSOLE_PATH = CONSOLE_PREFIX.encode()
+_CONSOLE_PREFIX = _CONSOLE_PATH + b"/"
+
+# Headers that describe one hop, not the message (RFC 9110 7.6.1), plus those the proxy recomputes itself.
+_HOP_BY_HOP = frozenset(
+    name.lower().encode()
+    for name in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+    )
+)
+# Never forwarded as the client sent them: recomputed for the app, or set by the balancer (replacing every copy,
+# since the app must trust only what the balancer resolved); the lab's control token is the balancer's alone,
+# so an app (and its logs) never sees it.
+_NOT_FORWARDED = _HOP_BY_HOP | {
+    name.lower().encode()
+    for name in (
+        "Host",
+        "Content-Length",
+        "Expect",
+        control.TOKEN_HEADER,
+        CITY_HEADER,
+        GEO_HEADER,
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "X-Forwarded-Host",
+    )
+}
+_NOT_RETURNED = _HOP_BY_HOP | {b"content-length", _REGION_KEY.lower(), _RTT_KEY.lower()}
+_FIGURE_KEYS = frozenset(name.lower().encode() for name in FIGURE_HEADERS)
+
+
+def _connection_listed(value: bytes | None) -> set[bytes]:
     """Headers the sender named in Connection: hop-by-hop too (RFC 9110 7.6.1)."""
-    return {istr(name.strip()) for name in headers.get(hdrs.CONNECTION, "").split(",") if name.strip()}
+    if not value:
+        return set()
+    return {name.strip().lower() for name in value.split(b",") if name.strip()}
 
 
-def _upstream_headers(request: web.Request, city: str, city_region: str) -> CIMultiDict[str]:
-    # The lab's control token is for the balancer alone: an app (and its logs) never sees it.
-    drop = _HOP_BY_HOP | _RECOMPUTED_UPSTREAM | _connection_listed(request.headers) | {istr(control.TOKEN_HEADER)}
-    headers: CIMultiDict[str] = CIMultiDict((k, v) for k, v in request.headers.items() if k not in drop)
-    # Setting replaces every copy the client sent: the app must trust only what the balancer resolved.
-    headers[CITY_HEADER] = city
-    headers[GEO_HEADER] = geo_header_value(city_region, city)
-    peer = request.remote or ""
-    prior = request.headers.get("X-Forwarded-For")
-    headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-    headers["X-Forwarded-Proto"] = request.scheme
-    headers["X-Forwarded-Host"] = request.host
+def _upstream_headers(request: Request, location: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    listed = _connection_listed(request.joined(b"connection"))
+    headers = [
+        (name, value)
+        for name, value in request.headers
+        if (key := name.lower()) not in _NOT_FORWARDED and key not in listed
+    ]
+    prior = request.joined(b"x-forwarded-for")
+    peer = request.peer.encode()
+    headers += location
+    headers.append((b"X-Forwarded-For", prior + b", " + peer if prior else peer))
+    headers.append((b"X-Forwarded-Proto", b"http"))
+    headers.append((b"X-Forwarded-Host", request.header(b"host") or request.local))
     return headers
 
 
-def _downstream_headers(upstream: CIMultiDict[str] | CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    # A multidict copy keeps every Set-Cookie (a dict would keep only the last).
-    drop = _HOP_BY_HOP | _RECOMPUTED_DOWNSTREAM | _connection_listed(upstream)
-    return CIMultiDict((k, v) for k, v in upstream.items() if k not in drop)
+def _downstream_answer(
+    request: Request, upstream: UpstreamResponse, extra: list[tuple[bytes, bytes]]
+) -> tuple[Answer, list[tuple[bytes, bytes]]]:
+    """The app's answer as the client gets it (every Set-Cookie kept, hop-by-hop headers dropped, the body
+    untouched), and the app's figures among its headers (for the console). One pass over the headers."""
+    headers: list[tuple[bytes, bytes]] = []
+    figures: list[tuple[bytes, bytes]] = []
+    listed: set[bytes] = set()
+    announced: int | None = None
+    for name, value in upstream.headers:
+        key = name.lower()
+        if key in _NOT_RETURNED:
+            if key == b"connection":
+                listed |= _connection_listed(value)
+            elif key == b"content-length" and value.isdigit():
+                announced = int(value)
+            continue
+        headers.append((name, value))
+        if key in _FIGURE_KEYS:
+            figures.append((name, value))
+    if listed - _NOT_RETURNED:  # the app named more hop-by-hop headers than the standard ones
+        headers = [(name, value) for name, value in headers if name.lower() not in listed]
+    headers += extra
+    # A HEAD answer (and a 304) has no body but may announce the length a GET would get: keep the app's figure.
+    bodiless = request.method == "HEAD" or upstream.status == 304
+    length = announced if bodiless else len(upstream.body)
+    return Answer(upstream.status, upstream.reason, headers, upstream.body, length), figures
 
 
-# The app's error codes (movr.web.errors), so that a client reads the balancer's failures as it reads the app's.
-_ERROR_CODES = {404: "not_found", 502: "bad_gateway", 503: "unavailable"}
+def _figure_headers(figures: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+    """The app's X-Movr-* figures as the console's recorder reads them (only those: decoding the rest is wasted)."""
+    return CIMultiDict((name.decode("latin-1"), value.decode("latin-1")) for name, value in figures)
 
 
-def _error(request: web.Request, status: int, message: str) -> web.Response:
-    """A short answer from the balancer itself: HTML for browsers, else JSON shaped as the app's errors."""
-    if "text/html" in request.headers.get(hdrs.ACCEPT, ""):
-        page = f"<!doctype html><title>MovR balancer</title><h1>{status}</h1><p>{html.escape(message)}</p>\n"
-        return web.Response(status=status, text=page, content_type="text/html")
-    body = {"error": {"code": _ERROR_CODES.get(status, "error"), "message": message}}
-    return web.json_response(body, status=status)
+def _health_request(pool: UpstreamPool) -> bytes:
+    return encode_request("GET", HEALTH_PATH.encode(), pool.host_header, [], b"")
 
 
 BALANCER_KEY = web.AppKey("balancer", Balancer)
 
 
 def build_app(config: Mapping[str, Any], token: str, run_dir: Path | None = None) -> web.Application:
-    """The balancer as an aiohttp application (not yet listening), its control API behind `token`; raises
-    BalancerConfigError on a bad config. With the `run_dir` of its lab it also serves the lab console under
-    /lab/ (movr.lab.console), and records the requests it forwards for it."""
+    """The balancer's own application (not yet listening): its control API behind `token`, and with the
+    `run_dir` of its lab the lab console under /lab/ (movr.lab.console), which is fed the requests it forwards.
+    Forwarded requests never reach it: `serving` puts the front door (movr.lab.downstream) before it. Raises
+    BalancerConfigError on a bad config."""
     balancer = Balancer(parse_config(config))
-    # Request bodies pass through as the client sent them, compressed or not.
-    app = web.Application(client_max_size=_MAX_BODY_BYTES, handler_args={"auto_decompress": False})
+    app = web.Application()
     app[BALANCER_KEY] = balancer
     app.cleanup_ctx.append(balancer.lifecycle)
     guarded = control.guard(token)
@@ -467,8 +478,9 @@ def build_app(config: Mapping[str, Any], token: str, run_dir: Path | None = None
         from movr.lab.console import mount  # the console's modules load only in a lab's balancer
 
         balancer.recorder = RequestRecorder()
-        mount(app, run_dir, token, balancer)  # before the catch-all: /lab/ is never forwarded
-    app.router.add_route("*", "/{path:[\\s\\S]*}", balancer.forward)  # any path, encoded newlines too
+        balancer.console_mounted = True
+        mount(app, run_dir, token, balancer)
+    app.router.add_route("*", "/{path:[\\s\\S]*}", balancer.no_such_endpoint)
     return app
 
 
@@ -476,31 +488,45 @@ def build_app(config: Mapping[str, Any], token: str, run_dir: Path | None = None
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
-    """aiohttp's access log without query strings: the console's URLs carry the lab's token there."""
+    """aiohttp's access log without query strings (the console's URLs carry the lab's token there), its paths
+    still percent-encoded (an encoded newline stays in its line)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info("%s %s %s %.1f ms", request.method, request.path, response.status, time * 1000)
+        path = request.raw_path.partition("?")[0]
+        self.logger.info("%s %s %s %.1f ms", request.method, path, response.status, time * 1000)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, port: int, *, access_log: bool = False) -> AsyncIterator[int]:
+    """The balancer listening on 127.0.0.1:port (0: any free port): yields the port; closes everything after."""
+    runner = web.AppRunner(
+        app, access_log=log if access_log else None, access_log_class=PathOnlyAccessLogger, shutdown_timeout=2.0
+    )
+    await runner.setup()  # runs the cleanup context's start: the access link, the health watcher
+    balancer = app[BALANCER_KEY]
+    balancer.access_log = access_log
+    assert runner.server is not None
+    door = FrontDoor(balancer.exchange, balancer.is_own, runner.server, max_body=_MAX_BODY_BYTES)
+    try:
+        yield await door.start(LISTEN_HOST, port)
+    finally:
+        await door.close(timeout=2.0)
+        await runner.cleanup()  # stops the health watcher, closes the pools
 
 
 async def serve(app: web.Application, port: int, *, access_log: bool = False) -> None:
     """Listen on 127.0.0.1:port until SIGTERM or SIGINT, then close everything."""
-    runner = web.AppRunner(
-        app, access_log=log if access_log else None, access_log_class=PathOnlyAccessLogger, shutdown_timeout=2.0
-    )
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, LISTEN_HOST, port)
-        await site.start()
-        bound = runner.addresses[0][1]
+    async with serving(app, port, access_log=access_log) as bound:
         print(json.dumps({"event": "ready", "port": bound}), flush=True)
+        # Everything allocated so far lives as long as the process: keep it out of the cyclic collector's full
+        # passes, which would otherwise pause forwarding for milliseconds (as in the links' process).
+        gc.freeze()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("signal received: shutting down")
-    finally:
-        await runner.cleanup()  # runs the cleanup context: stops the health watcher, closes the session
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,25 +4,28 @@ A general HTTP client library costs the balancer about as much per request again
 small machine, most of a millisecond), and every microsecond here is charged to "the lab" in every latency the
 benchmarks report. The balancer needs little of what such a client offers: it talks to app servers it started,
 on 127.0.0.1, sends bodies it has already read, and reads whole responses. So this is that and only that:
-a pool of idle connections per app, requests written in one piece, responses parsed by httptools (the C parser
-uvicorn uses), chunked bodies decoded, and a connection that the server closed while idle replaced at once.
+a pool of idle connections per app, requests encoded in one piece before they are sent (the balancer encodes a
+request before it carries it across the access link, so that only a write is left once it is due), responses
+parsed by httptools (the C parser uvicorn uses), chunked bodies decoded, and a connection that the server closed
+while idle replaced at once. Header names and values stay bytes, as they came: a proxy has no need to decode them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
 
-# Header bytes pass through as the client sent them: aiohttp decodes them this way, so this is their round trip.
-_ENCODING = "utf-8"
-_ERRORS = "surrogateescape"
 _NO_BODY_STATUSES = frozenset({204, 304})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+Deliver = Callable[[Callable[[], None]], None]
 
 
 class UpstreamError(ConnectionError):
@@ -32,8 +35,8 @@ class UpstreamError(ConnectionError):
 @dataclass(frozen=True)
 class UpstreamResponse:
     status: int
-    reason: str
-    headers: list[tuple[str, str]]  # in order, repeats kept (Set-Cookie)
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]  # as the app sent them, in order, repeats kept (Set-Cookie)
     body: bytes
 
 
@@ -48,8 +51,8 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[UpstreamResponse] | None = None
         self._head = False
         self._received = False
-        self._reason = ""
-        self._headers: list[tuple[str, str]] = []
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
 
     # --- asyncio.Protocol ---
@@ -77,10 +80,10 @@ class _Connection(asyncio.Protocol):
         self._headers, self._body = [], []
 
     def on_status(self, status: bytes) -> None:
-        self._reason += status.decode(_ENCODING, _ERRORS)
+        self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode(_ENCODING, _ERRORS), value.decode(_ENCODING, _ERRORS)))
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if self._head:
@@ -100,13 +103,21 @@ class _Connection(asyncio.Protocol):
 
     # --- the request ---
 
-    def send(self, request: bytes, *, head: bool) -> asyncio.Future[UpstreamResponse]:
+    def send(self, request: bytes, *, head: bool, deliver: Deliver | None) -> asyncio.Future[UpstreamResponse]:
         assert self.transport is not None
         self._waiter = asyncio.get_running_loop().create_future()
-        self._head, self._received, self._reason = head, False, ""
+        self._head, self._received, self._reason = head, False, b""
         self.reusable = False
-        self.transport.write(request)
+        write = functools.partial(self._write, request)
+        if deliver is None:
+            write()
+        else:
+            deliver(write)
         return self._waiter
+
+    def _write(self, request: bytes) -> None:
+        if not self.closed:  # a connection lost (or given up) before its request was due gets nothing
+            cast(asyncio.Transport, self.transport).write(request)
 
     @property
     def answered_nothing(self) -> bool:
@@ -141,21 +152,23 @@ class UpstreamPool:
         self.host = parts.hostname
         self.port = parts.port or 80
         self.authority = f"{self.host}:{self.port}"
+        self.host_header = self.authority.encode()  # what `encode_request` names the app's authority with
         self.max_idle = max_idle
         self.connect_timeout = connect_timeout
         self._idle: collections.deque[_Connection] = collections.deque()
 
-    async def request(
-        self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes, *, timeout: float
+    async def send(
+        self, message: bytes, *, head: bool, timeout: float, deliver: Deliver | None = None
     ) -> UpstreamResponse:
-        """Send one request and read the whole answer; UpstreamError if the app cannot answer."""
-        message = _encode_request(method, target, self.authority, headers, body)
-        head = method.upper() == "HEAD"
+        """Send one request (made by `encode_request`) and read the whole answer; UpstreamError if the app cannot
+        answer. `head`: the request is a HEAD (its answer announces a length but has no body). `deliver`: given
+        the write that sends the request, runs it when the request is due (the balancer's access link); without
+        it the request is written at once."""
         async with asyncio.timeout(timeout):
             while True:
                 connection, reused = await self._connection()
                 try:
-                    response = await connection.send(message, head=head)
+                    response = await connection.send(message, head=head, deliver=deliver)
                 except UpstreamError:
                     # An idle connection the server closed just as we wrote: it saw nothing, so send again
                     # on a new one. A fresh connection that fails is a failed app.
@@ -189,9 +202,17 @@ class UpstreamPool:
             self._idle.pop().close()
 
 
-def _encode_request(method: str, target: str, authority: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {authority}"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    if body or method.upper() in ("POST", "PUT", "PATCH"):
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode(_ENCODING, _ERRORS) + body
+def encode_request(
+    method: str, target: bytes, authority: bytes | None, headers: Iterable[tuple[bytes, bytes]], body: bytes
+) -> bytes:
+    """One HTTP/1.1 request in one piece: `Host: authority` first (None: a Host is among `headers`), the headers as
+    given, then the length of `body` (which is whole: a proxy that read it sends it with its length)."""
+    parts = [b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), target)]
+    if authority is not None:
+        parts.append(b"Host: %s\r\n" % authority)
+    parts += [b"%s: %s\r\n" % header for header in headers]
+    if body or method in _BODY_METHODS:
+        parts.append(b"Content-Length: %d\r\n" % len(body))
+    parts.append(b"\r\n")
+    parts.append(body)
+    return b"".join(parts)

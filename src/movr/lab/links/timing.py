@@ -31,7 +31,8 @@ except ImportError:  # pragma: no cover - uvloop is a dependency (not on Windows
 
 
 class Due(Protocol):
-    """What the scheduler wakes: one direction of a connection, whose head chunk is due."""
+    """What the scheduler wakes: one direction of a connection, whose head chunk is due (or, in the balancer,
+    one leg of a request on the client's access link: movr.lab.links_access)."""
 
     def flush(self, now: float) -> None: ...
 
