@@ -129,6 +129,7 @@ def test_bench_journey_reports_every_figure_and_where_the_excess_goes(tmp_path):
     assert len(rows) == 2 * len(STEPS)
     for row in rows.values():
         assert sum(row["excess_parts_ms"].values()) == pytest.approx(row["excess_ms"], abs=0.01)
+        assert row["x_floor"] == pytest.approx(row["client_ms"] / row["floor_ms"])
     assert (
         rows[("hybrid", "view rides")]["wan_round_trips"] == 1 and rows[("multi", "view rides")]["wan_round_trips"] == 0
     )

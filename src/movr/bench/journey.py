@@ -191,6 +191,8 @@ def summarize(runs: list[JourneyRun]) -> list[dict[str, Any]]:
                 "samples": len(results),
             }
         )
+        # The goals' ratio: the median the client saw over what physics demands (law 3).
+        rows[-1]["x_floor"] = rows[-1]["client_ms"] / rows[-1]["floor_ms"] if rows[-1]["floor_ms"] > 0 else None
     return rows
 
 
