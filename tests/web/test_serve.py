@@ -187,3 +187,32 @@ def test_workers_do_not_outlive_a_killed_master(store, movr_dsn, tmp_path, serve
         for orphan in alive:  # what a test starts, it stops, even when it fails
             orphan.kill()
         assert not alive, f"{server} workers outlived their master: {[w.pid for w in alive]}"
+
+
+@pytest.mark.slow
+def test_the_servers_environment_is_never_part_of_a_request(store, movr_dsn, tmp_path):
+    """granian copies the process environment into every request's environ: a variable named like a header
+    must not pass for one the client sent (here: the metrics token's bearer header)."""
+    token = "a-metrics-token-for-this-test"
+    env = {"MOVR_METRICS_TOKEN": token, "HTTP_AUTHORIZATION": f"Bearer {token}"}
+    log = tmp_path / "serve.log"
+    with serving(MOVR, movr_dsn, log, extra=["--workers", "1"], env=env) as (base, _master):
+        assert requests.get(base + "/metrics", timeout=10).status_code == 401
+        asked = requests.get(base + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert asked.status_code == 200
+    assert "HTTP_AUTHORIZATION unset for the server" in log.read_text()
+
+
+def test_a_request_sees_none_of_the_variables_the_worker_inherited(monkeypatch):
+    from movr.web.serve import WithoutServerEnvironment
+
+    monkeypatch.setenv("MOVR_SECRET_KEY", "not for requests")
+    seen: dict = {}
+
+    def app(environ, start_response):
+        seen.update(environ)
+        return [b""]
+
+    wrapped = WithoutServerEnvironment(app)
+    wrapped({"MOVR_SECRET_KEY": "not for requests", "PATH_INFO": "/", "HTTP_ACCEPT": "*/*"}, None)
+    assert "MOVR_SECRET_KEY" not in seen and seen["PATH_INFO"] == "/" and seen["HTTP_ACCEPT"] == "*/*"

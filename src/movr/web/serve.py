@@ -16,6 +16,15 @@ generates one random secret key when MOVR_SECRET_KEY is unset, so that every wor
 sessions with the same key. Metrics: the master points prometheus_client's multiprocess mode at a fresh
 directory (removed on exit), so /metrics adds up all workers, and it marks every worker that is gone as
 dead, so that a dead worker's live gauges are not added up.
+
+Where granian differs from gunicorn: it has no worker timeout (a hung worker stays hung; gunicorn kills it
+after 60 s); a worker that dies again within about 5 s of being respawned makes granian stop the whole
+server (exit 1) rather than respawn it in a loop; and it starts each request's WSGI environ from a copy of
+the process environment, so the master unsets every variable named like part of a request
+(`unset_request_variables`, said on stderr) and each worker drops the rest (`WithoutServerEnvironment`).
+The granian internals this module leans on (`MPServer._respawn_workers`, `_stop_workers`,
+`_spawn_wsgi_worker`, `serve`'s loader arguments) are pinned by the dependency's range and exercised by
+tests/web/test_serve.py.
 """
 
 from __future__ import annotations
@@ -158,6 +167,58 @@ def _die_with_master() -> None:
         os._exit(1)
 
 
+# The names of a request's own parts in a WSGI environ (CGI's request variables; HTTP_* are its headers).
+_REQUEST_VARIABLES = frozenset(
+    {
+        "AUTH_TYPE",
+        "CONTENT_LENGTH",
+        "CONTENT_TYPE",
+        "GATEWAY_INTERFACE",
+        "HTTPS",
+        "PATH_INFO",
+        "PATH_TRANSLATED",
+        "QUERY_STRING",
+        "RAW_URI",
+        "REMOTE_ADDR",
+        "REMOTE_HOST",
+        "REMOTE_PORT",
+        "REMOTE_USER",
+        "REQUEST_METHOD",
+        "REQUEST_URI",
+        "SCRIPT_NAME",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "SERVER_SOFTWARE",
+    }
+)
+
+
+def unset_request_variables() -> list[str]:
+    """granian starts every request's WSGI environ from a copy of the process environment, as CGI does: a
+    variable named like a header (HTTP_AUTHORIZATION, HTTP_PROXY) would pass for one the client sent when it
+    sent none. So the master unsets them before any worker starts; returns their names."""
+    names = sorted(name for name in os.environ if name.startswith("HTTP_") or name in _REQUEST_VARIABLES)
+    for name in names:
+        del os.environ[name]
+    return names
+
+
+class WithoutServerEnvironment:
+    """WSGI middleware: each request's environ without what granian copied into it from the process environment
+    (the secret key, database URLs, tokens). Safe because the master unset every name a request itself uses
+    (unset_request_variables): what is dropped never came from the client."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.inherited = tuple(os.environ)  # at load, in the worker: what granian will copy into every environ
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        for name in self.inherited:
+            environ.pop(name, None)
+        return self.app(environ, start_response)
+
+
 def _granian_app() -> Any:
     """granian's loader, run in each worker before it serves."""
     global _worker_app
@@ -167,7 +228,7 @@ def _granian_app() -> Any:
         signal.signal(stop, signal.SIG_DFL)
     _die_with_master()
     _worker_app = worker_app()
-    return _worker_app
+    return WithoutServerEnvironment(_worker_app)
 
 
 def _granian_worker(*args: Any) -> None:
@@ -340,6 +401,11 @@ def serve_command(
     sys.stdout.flush()
     try:
         if server == "granian":
+            for name in unset_request_variables():
+                click.echo(
+                    f"movr serve: {name} unset for the server: granian would present it as part of every request",
+                    err=True,
+                )
             run_granian(address, port, workers, threads, access_log)
         else:
             run_gunicorn(host, port, workers, threads, access_log, region)
