@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from movr.web.serve import SERVERS, serve_command
-from servekit import served, serving
+from servekit import serving
 
 URL = ["--database-url", "postgresql://movr@127.0.0.1:1/movr"]
 MOVR = [str(Path(sys.executable).with_name("movr")), "serve"]
@@ -91,9 +91,11 @@ def server_args(server: str) -> list[str]:
 @pytest.mark.parametrize("server", SERVERS)
 def test_movr_serve_serves_health_and_the_api(store, movr_dsn, tmp_path, server):
     """The command the README gives, as a user types it: the `movr` console script, a real WSGI server."""
-    with served(
+    with serving(
         MOVR, movr_dsn, tmp_path / "serve.log", extra=["--workers", "1", "--threads", "2", *server_args(server)]
-    ) as base:
+    ) as (base, master):
+        # The lab proves a process it started by its command line (movr.lab.processes): the server keeps it.
+        assert psutil.Process(master.pid).cmdline()[-(len(master.args) - 1) :] == list(master.args)[1:]
         health = requests.get(base + "/healthz", timeout=10)
         assert health.status_code == 200 and health.json() == {"status": "ok", "region": "us-east1"}
         cities = requests.get(base + "/api/v1/cities", timeout=10)
