@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -131,6 +132,7 @@ async def _deliveries() -> tuple[list[tuple[float, float, float]], list[str]]:
         access.deliver(access.due(0.0), lambda: at_once.append("zero"))  # nothing to carry: delivered now
         access.deliver(time.monotonic() - 1.0, lambda: at_once.append("past"))
         assert at_once == ["zero", "past"]
+        access.deliver(time.monotonic() - 1.0, lambda: 1 / 0)  # due already and failing: logged, not raised
         access.deliver(access.due(1.0), lambda: 1 / 0)  # a delivery that fails is logged; the rest go on
         await asyncio.wait_for(done, 10)
     finally:
@@ -138,8 +140,11 @@ async def _deliveries() -> tuple[list[tuple[float, float, float]], list[str]]:
     return delivered, at_once
 
 
-def test_a_carried_leg_is_delivered_at_its_due_time_never_before():
-    delivered, _ = asyncio.run(_deliveries())
+def test_a_carried_leg_is_delivered_at_its_due_time_never_before(caplog):
+    with caplog.at_level(logging.ERROR, logger="movr.lab.balancer"):
+        delivered, _ = asyncio.run(_deliveries())
+    failed = [record for record in caplog.records if "across the access link failed" in record.getMessage()]
+    assert len(failed) == 2  # the one due at once and the one the scheduler woke for
     assert len(delivered) == 40
     for due, arrived, _one_way in delivered:
         assert arrived >= due, f"delivered {(due - arrived) * 1e6:.0f} us early"

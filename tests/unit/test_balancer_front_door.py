@@ -11,18 +11,21 @@ import asyncio
 import gzip
 import json
 import logging
+import socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import httptools
 import pytest
+from aiohttp import web
 from aiohttp_apps import BalancerServer
 
 from movr.geo import Preset
 from movr.lab import balancer as balancer_module
-from movr.lab import control
+from movr.lab import control, downstream
 from movr.lab.balancer import BALANCER_KEY, build_app
 
 TOKEN = control.new_token()
@@ -280,6 +283,7 @@ async def _refusals(monkeypatch: pytest.MonkeyPatch) -> None:
             (b"GET / HTTP/1.1\r\nHost x\r\n\r\n", 400, "bad_request"),
             (b"POST /big HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (64 * 1024 * 1024 + 1), 413, "payload_too_large"),
             (b"GET / HTTP/1.1\r\nX-Long: " + b"x" * 70_000 + b"\r\n\r\n", 431, "headers_too_large"),
+            (b"GET / HTTP/1.1\r\n" + b"a: 1\r\n" * 101 + b"\r\n", 431, "headers_too_large"),
             (b"PUT / HTTP/1.1\r\nContent-Length: 1\r\nExpect: something\r\n\r\n", 417, "expectation_failed"),
         ]
         for sent, status, code in refusals:
@@ -289,6 +293,14 @@ async def _refusals(monkeypatch: pytest.MonkeyPatch) -> None:
             assert int(answer.first.split()[0]) == status, answer
             assert json.loads(answer.body)["error"]["code"] == code  # the app's error shape, never a traceback
             assert await client.closed()
+        assert seen == []
+
+        # Empty headers count for what they take on the wire (`a:` and CRLF), whatever their number.
+        monkeypatch.setattr(downstream, "MAX_HEADERS", 1_000_000)
+        client = await connect()
+        client.send(b"GET / HTTP/1.1\r\n" + b"a:\r\n" * 20_000 + b"\r\n")
+        answer = await client.answer()
+        assert answer.first.startswith(b"431 ") and await client.closed()
         assert seen == []
 
         # A chunked body is held to the limit too, as it comes (here a small one).
@@ -345,3 +357,106 @@ def test_health_checks_use_the_pool_and_the_access_log_leaves_queries_out(caplog
     with caplog.at_level(logging.INFO, logger="movr.lab.balancer"):
         asyncio.run(_health_and_log())
     assert "GET /lab/x%0Ay 200" in caplog.text and "SECRET" not in caplog.text
+
+
+async def _city_cache() -> None:
+    async with raw_app(_by_target) as (url, seen), balancer_for(url) as (server, connect):
+        cities = server.app[BALANCER_KEY]._cities
+        client = await connect()
+        # A browser's session cookie changes, the city it browses from does not: one way of naming a city.
+        for session in (b"1", b"2"):
+            client.send(b"GET / HTTP/1.1\r\nCookie: session=%s; movr_browsing_from=rome\r\n\r\n" % session)
+            await client.answer()
+        assert list(cities.items()) == [((None, None, "rome"), "rome")]
+        # Long ways (any stranger may send 64 KB of each) are resolved each time, never remembered.
+        for junk in range(3):
+            client.send(
+                b"GET / HTTP/1.1\r\nX-Client-City: %s\r\nCookie: movr_browsing_from=rome; s=%d\r\n\r\n"
+                % (b"z" * 1000, junk)
+            )
+            await client.answer()
+        assert len(cities) == 1
+    assert [request.one("X-Client-City") for request in seen] == [b"rome"] * 5
+
+
+def test_the_city_cache_keeps_the_city_cookie_not_the_session_and_only_short_keys():
+    asyncio.run(_city_cache())
+
+
+async def _own_application_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def fail(_pipe: object, _request: object) -> bool:
+        raise RuntimeError("a bug in passing on a request")
+
+    async with raw_app(_by_target) as (url, _seen), balancer_for(url) as (_server, connect):
+        monkeypatch.setattr(downstream._OwnPipe, "exchange", fail)
+        client = await connect()
+        client.send(f"GET /_balancer/status HTTP/1.1\r\n{control.TOKEN_HEADER}: {TOKEN}\r\n\r\n".encode())
+        answer = await client.answer()
+        assert answer.first == b"500 Internal Server Error"
+        assert json.loads(answer.body)["error"]["code"] == "internal_error"
+        assert await client.closed()  # not left busy (and so never swept) forever
+
+
+def test_a_failure_serving_the_balancers_own_endpoint_is_a_500_and_the_connection_closes(monkeypatch, caplog):
+    with caplog.at_level(logging.ERROR, logger="movr.lab.balancer"):
+        asyncio.run(_own_application_fails(monkeypatch))
+    assert "serving GET /_balancer/status failed" in caplog.text
+
+
+async def _pipe_not_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[socket.socket] = []
+    socketpair = socket.socketpair
+
+    def recorded() -> tuple[socket.socket, socket.socket]:
+        pair = socketpair()
+        made.extend(pair)
+        return pair
+
+    async def refuse(*_args: object, **_kwargs: object) -> None:
+        raise OSError("no connection for you")
+
+    async def answer(_request: web.BaseRequest) -> web.Response:
+        return web.Response()
+
+    async def forward(_request: downstream.Request, _send: downstream.Send) -> None:
+        return None
+
+    monkeypatch.setattr(socket, "socketpair", recorded)
+    monkeypatch.setattr(asyncio.get_running_loop(), "create_connection", refuse)
+    own = web.Server(answer)
+    door = downstream.FrontDoor(forward, lambda _target: True, own, max_body=1)
+    with pytest.raises(OSError, match="no connection for you"):
+        await door.open_pipe(cast(Any, None))
+    for _ in range(3):
+        await asyncio.sleep(0)  # not a distance: the loop's turns in which a closed transport closes its socket
+    assert len(made) == 2 and [sock.fileno() for sock in made] == [-1, -1]
+    await own.shutdown()
+
+
+def test_a_pipe_to_the_own_application_that_cannot_be_made_leaves_no_socket_open(monkeypatch):
+    asyncio.run(_pipe_not_made(monkeypatch))
+
+
+async def _http_10() -> None:
+    async with raw_app(_by_target) as (url, seen), balancer_for(url) as (_server, connect):
+        # No Host header (HTTP/1.0 needs none): the balancer's own application answers all the same.
+        client = await connect()
+        client.send(f"GET /_balancer/status HTTP/1.0\r\n{control.TOKEN_HEADER}: {TOKEN}\r\n\r\n".encode())
+        own = await client.answer()
+        assert own.first == b"200 OK" and "europe-west1" in json.loads(own.body)["regions"]
+        assert await client.closed()
+        # An HTTP/1.0 client cannot read an interim answer: it gets only the final one.
+        client = await connect()
+        client.send(b"PUT /seven HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nseven")
+        answer = await client.answer()
+        assert answer.first == b"200 OK" and answer.body == b"/seven seven"
+        assert await client.closed()
+    assert [request.first for request in seen] == [b"/seven"]
+
+
+def test_an_http_10_client_without_host_reaches_the_own_endpoints_and_gets_no_100_continue(caplog):
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(_http_10())
+    # Neither aiohttp (which refused a Host-less HTTP/1.1 request with a traceback) nor the balancer logged one.
+    errors = [record for record in caplog.records if record.name.startswith(("aiohttp", "movr"))]
+    assert errors == []

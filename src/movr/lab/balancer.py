@@ -116,6 +116,9 @@ class _Route:
 
 
 _CITY_CACHE_SIZE = 4096  # distinct ways of naming a city seen; past this the cache starts again
+# Only short ways of naming a city are remembered: a city name is a few bytes, and longer keys (up to 64 KB each
+# from any stranger) would let one hold hundreds of megabytes; they are resolved each time instead.
+_CITY_KEY_MAX_BYTES = 256
 
 
 class Balancer:
@@ -135,7 +138,7 @@ class Balancer:
         self.access_log = False
         # Routing is a pure function of the city and the regions in rotation: computed once for each.
         self._routes: dict[tuple[str, tuple[str, ...]], _Route] = {}
-        self._cities: dict[tuple[bytes | None, bytes | None, bytes | None], str] = {}
+        self._cities: dict[tuple[bytes | None, bytes | None, str | None], str] = {}
 
     async def lifecycle(self, _app: web.Application) -> AsyncIterator[None]:
         """aiohttp cleanup context: the access link's wake-ups and the health watcher; the pools closed at the end."""
@@ -175,11 +178,13 @@ class Balancer:
     # --- forwarding ---
 
     def _city(self, request: Request) -> str:
-        """Where the client is (see resolve_city), remembered for each way of naming it."""
+        """Where the client is (see resolve_city), remembered for each short way of naming it."""
         cookie = request.header(b"cookie")
-        if cookie is not None and _CITY_COOKIE_NAME not in cookie:
-            cookie = None  # other cookies say nothing about the city
-        key = (request.header(_CITY_HEADER_KEY), request.header(_GEO_HEADER_KEY), cookie)
+        # Keyed on the city cookie's value, not the whole Cookie header: the rest (a session) changes often.
+        browsing_from = None
+        if cookie is not None and _CITY_COOKIE_NAME in cookie:
+            browsing_from = parse_cookie(cookie.decode("latin-1")).get(CITY_COOKIE)
+        key = (request.header(_CITY_HEADER_KEY), request.header(_GEO_HEADER_KEY), browsing_from)
         city = self._cities.get(key)
         if city is None:
             headers = {
@@ -187,11 +192,12 @@ class Balancer:
                 for name, value in ((CITY_HEADER, key[0]), (GEO_HEADER, key[1]))
                 if value is not None
             }
-            cookies = parse_cookie(cookie.decode("latin-1")) if cookie is not None else {}
+            cookies = {CITY_COOKIE: browsing_from} if browsing_from is not None else {}
             city = resolve_city(self.config.preset, headers, cookies, self.config.default_city)
-            if len(self._cities) >= _CITY_CACHE_SIZE:
-                self._cities.clear()
-            self._cities[key] = city
+            if sum(len(part) for part in key if part is not None) < _CITY_KEY_MAX_BYTES:
+                if len(self._cities) >= _CITY_CACHE_SIZE:
+                    self._cities.clear()
+                self._cities[key] = city
         return city
 
     def _route(self, city: str) -> _Route:

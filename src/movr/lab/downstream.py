@@ -32,15 +32,16 @@ from urllib.parse import unquote
 
 import httptools
 
-from movr.lab.upstream import encode_request
+from movr.lab.control import error_body
+from movr.lab.upstream import NO_BODY_STATUSES, encode_request
 
 log = logging.getLogger("movr.lab.balancer")
 
 MAX_HEAD_BYTES = 64 * 1024  # request line and headers; more is no client of ours
+MAX_HEADERS = 100  # as many as a request may carry (Python's http.client takes no more in an answer)
 IDLE_TIMEOUT_S = 75.0  # a kept-alive connection with nothing to do is closed after this (as aiohttp's server)
 _SWEEP_S = 5.0
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_NO_BODY_STATUSES = frozenset({204, 304})
 
 # The app's error codes (movr.web.errors), so that a client reads the balancer's refusals as it reads the app's.
 _ERROR_CODES = {
@@ -117,7 +118,7 @@ def encode_answer(answer: Answer, request: Request | None) -> bytes:
     elif request.http_10:
         parts.append(b"Connection: keep-alive\r\n")
     parts.append(b"\r\n")
-    if status >= 200 and status not in _NO_BODY_STATUSES and (request is None or request.method != "HEAD"):
+    if status >= 200 and status not in NO_BODY_STATUSES and (request is None or request.method != "HEAD"):
         parts.append(answer.body)
     return b"".join(parts)
 
@@ -131,7 +132,7 @@ def error_answer(
         body = f"<!doctype html><title>MovR balancer</title><h1>{status}</h1><p>{html.escape(message)}</p>\n"
         content_type = b"text/html; charset=utf-8"
     else:
-        body = json.dumps({"error": {"code": _ERROR_CODES.get(status, "error"), "message": message}})
+        body = json.dumps(error_body(_ERROR_CODES.get(status, "error"), message))
         content_type = b"application/json; charset=utf-8"
     data = body.encode()
     reason = http.HTTPStatus(status).phrase.encode()
@@ -161,6 +162,7 @@ class _ClientConnection(asyncio.Protocol):
         self.last_active = time.monotonic()
         self._pipe: _OwnPipe | None = None
         self._last: Request | None = None  # the latest request read
+        self._passed_through = False  # some of the own application's answer has been passed on
         self._new_message()
 
     def _new_message(self) -> None:
@@ -216,7 +218,9 @@ class _ClientConnection(asyncio.Protocol):
         self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value))
+        self._count_head(len(name) + len(value) + 4)  # with its ": " and CRLF, so that empty ones count too
+        if len(self._headers) >= MAX_HEADERS:
+            raise _Refusal(431, f"a request carries at most {MAX_HEADERS} headers")
         self._headers.append((name, value))
         self._index.setdefault(name.lower(), value)
 
@@ -228,8 +232,14 @@ class _ClientConnection(asyncio.Protocol):
         if expect is not None:
             if expect.lower() != b"100-continue":
                 raise _Refusal(417, "the only expectation this balancer meets is 100-continue")
-            if not self.busy and not self._queue and self.transport is not None:
-                # Only when nothing is answered before it: an interim answer must not overtake a final one.
+            if (
+                not self.busy
+                and not self._queue
+                and self.transport is not None
+                and self._parser.get_http_version() == "1.1"
+            ):
+                # Only when nothing is answered before it: an interim answer must not overtake a final one. Never
+                # to an HTTP/1.0 client, which cannot read one (RFC 9110 15.2.1).
                 self.transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
@@ -303,17 +313,29 @@ class _ClientConnection(asyncio.Protocol):
             send(encode_answer(error_answer(request, 500, "the balancer failed: see its log"), request))
 
     async def _serve_own(self, request: Request) -> None:
+        keep = False
+        self._passed_through = False
         try:
             if self._pipe is None or self._pipe.closed:
                 self._pipe = await self._door.open_pipe(self)
             keep = await self._pipe.exchange(request)
         except OSError as error:
             log.warning("the balancer's own application could not be reached: %s", error)
-            keep = False
-            self._write(encode_answer(error_answer(request, 503, "the balancer is shutting down"), None), False)
-        if not (keep and request.keep_alive) and self.transport is not None:
-            self.transport.close()
-        self._answered()
+            self._refuse_own(request, 503, "the balancer is shutting down")
+        except Exception:
+            log.exception("serving %s %s failed", request.method, request.path)
+            self._refuse_own(request, 500, "the balancer failed: see its log")
+        finally:
+            # Whatever happened, the connection is no longer busy: else the idle sweep would never close it.
+            if not (keep and request.keep_alive) and self.transport is not None:
+                self.transport.close()
+            self._answered()
+
+    def _refuse_own(self, request: Request, status: int, message: str) -> None:
+        if self._pipe is not None:
+            self._pipe.close()  # in an unknown state: the next request gets a new one
+        if not self._passed_through:  # else part of an answer is out: closing the connection is all that is left
+            self._write(encode_answer(error_answer(request, status, message), None), False)
 
     def _write(self, data: bytes, keep_alive: bool) -> None:
         transport = self.transport
@@ -325,6 +347,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def write_through(self, data: bytes) -> None:
         """Bytes of an answer from the balancer's own application, passed on as they come."""
+        self._passed_through = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
@@ -390,9 +413,12 @@ class _OwnPipe(asyncio.Protocol):
             raise ConnectionResetError("the balancer's own application closed the line")
         drop = (b"content-length", b"transfer-encoding", b"expect")  # the body is whole: its length is known
         headers = [(name, value) for name, value in request.headers if name.lower() not in drop]
+        # An HTTP/1.0 client may send no Host; the request goes on as HTTP/1.1, which needs one: the address the
+        # client connected to stands in.
+        authority = request.local if request.header(b"host") is None else None
         self._head = request.method == "HEAD"
         self._done = asyncio.get_running_loop().create_future()
-        self.transport.write(encode_request(request.method, request.target, None, headers, request.body))
+        self.transport.write(encode_request(request.method, request.target, authority, headers, request.body))
         return await self._done
 
     def _finish(self, *, keep: bool) -> None:
@@ -443,12 +469,17 @@ class FrontDoor:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair()
         try:
-            await loop.connect_accepted_socket(self._own_server, theirs)
+            their_end, _ = await loop.connect_accepted_socket(self._own_server, theirs)
         except BaseException:
             ours.close()
             theirs.close()
             raise
-        _, pipe = await loop.create_connection(lambda: _OwnPipe(client), sock=ours)
+        try:
+            _, pipe = await loop.create_connection(lambda: _OwnPipe(client), sock=ours)
+        except BaseException:
+            ours.close()
+            their_end.close()  # and with it `theirs`, which its transport now owns
+            raise
         return pipe
 
     async def _sweep_idle(self) -> None:

@@ -27,10 +27,15 @@ class _Arrival:
         self._action = action
 
     def flush(self, now: float) -> None:
-        try:
-            self._action()
-        except Exception:  # one failed delivery must not stop the scheduler delivering the others
-            log.exception("delivering a request or an answer across the access link failed")
+        _run(self._action)
+
+
+def _run(action: Callable[[], None]) -> None:
+    """One leg's delivery, whether the scheduler wakes for it or it is due at once."""
+    try:
+        action()
+    except Exception:  # one failed delivery must not stop the scheduler, nor its caller, delivering the others
+        log.exception("delivering a request or an answer across the access link failed")
 
 
 class AccessDelay:
@@ -56,7 +61,7 @@ class AccessDelay:
     def deliver(self, due: float, action: Callable[[], None]) -> None:
         """Run `action` (a leg's delivery) at `due`, never before; at once if that time has come."""
         if due <= time.monotonic():
-            action()
+            _run(action)
         else:
             self._scheduler.add(due, _Arrival(action))
 

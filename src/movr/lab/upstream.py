@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-_NO_BODY_STATUSES = frozenset({204, 304})
+NO_BODY_STATUSES = frozenset({204, 304})  # answers that never carry a body (RFC 9112 6.3)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 Deliver = Callable[[Callable[[], None]], None]
@@ -126,7 +126,7 @@ class _Connection(asyncio.Protocol):
     def _finish(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             status = self.parser.get_status_code()
-            body = b"" if status in _NO_BODY_STATUSES else b"".join(self._body)
+            body = b"" if status in NO_BODY_STATUSES else b"".join(self._body)
             self._waiter.set_result(UpstreamResponse(status, self._reason, self._headers, body))
 
     def _fail(self, error: UpstreamError) -> None:
