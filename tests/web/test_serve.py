@@ -4,12 +4,14 @@ dies without adding up its live gauges any more, and stops with every worker on 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -114,6 +116,16 @@ def scrape(base: str, pattern: re.Pattern[str]) -> float | None:
     return float(found[1]) if found else None
 
 
+@contextlib.contextmanager
+def two_workers(movr_dsn: str, tmp_path: Path, server: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`movr serve` with 2 workers whose temporary files (the metrics directory) go to `tmp_path`/tmp."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    extra = ["--workers", "2", *server_args(server)]
+    with serving(MOVR, movr_dsn, tmp_path / "serve.log", extra=extra, env={"TMPDIR": str(tmp)}) as served:
+        yield served
+
+
 def metrics_dir(tmp: Path) -> Path:
     (found,) = tmp.glob("movr-metrics-*")  # the master's, made with tempfile under the server's TMPDIR
     return found
@@ -124,9 +136,7 @@ def metrics_dir(tmp: Path) -> Path:
 @pytest.mark.parametrize("end", [signal.SIGKILL, signal.SIGTERM], ids=["crash", "stop"])
 def test_metrics_add_up_across_workers_and_forget_a_gone_workers_live_gauges(store, movr_dsn, tmp_path, server, end):
     tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    extra = ["--workers", "2", *server_args(server)]
-    with serving(MOVR, movr_dsn, tmp_path / "serve.log", extra=extra, env={"TMPDIR": str(tmp)}) as (base, master):
+    with two_workers(movr_dsn, tmp_path, server) as (base, master):
         for _ in range(20):  # a connection each: the kernel or the workers share them out
             assert requests.get(base + "/healthz", timeout=10).status_code == 200
         directory = metrics_dir(tmp)
@@ -159,9 +169,7 @@ def test_metrics_add_up_across_workers_and_forget_a_gone_workers_live_gauges(sto
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_to_the_master_stops_every_worker_and_removes_the_metrics(store, movr_dsn, tmp_path, server, stop):
     tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    extra = ["--workers", "2", *server_args(server)]
-    with serving(MOVR, movr_dsn, tmp_path / "serve.log", extra=extra, env={"TMPDIR": str(tmp)}) as (base, master):
+    with two_workers(movr_dsn, tmp_path, server) as (base, master):
         workers = workers_of(master)
         assert len(workers) == 2
         directory = metrics_dir(tmp)
