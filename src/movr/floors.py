@@ -100,6 +100,14 @@ def _statements_floor(
 # The journey's steps
 
 
+def served_from(group: str, layout: SurvivalLayout | None, primaries: Mapping[str, str] | None) -> str:
+    """The region a region's data is served from now: its primary's (after a failover it may run in another
+    region; `primaries`: group -> the server that is its primary now), else the region itself."""
+    if layout is not None and primaries and group in primaries:
+        return layout.servers[primaries[group]].region
+    return group
+
+
 def journey_wan_rtts(
     preset: Preset,
     topology: str,
@@ -108,20 +116,26 @@ def journey_wan_rtts(
     city: str,
     statements: int,
     directory_regions: Sequence[str] | None = None,
+    *,
+    layout: SurvivalLayout | None = None,
+    primaries: Mapping[str, str] | None = None,
 ) -> list[float]:
     """The RTTs (ms, unscaled) of the WAN round trips this step cannot avoid in this topology.
-    `directory_regions`: where names may be claimed (data domiciling); default every region."""
+    `directory_regions`: where names may be claimed (data domiciling); default every region. `layout` and
+    `primaries`: where each region's data is served from now (`served_from`)."""
     primary = preset.primary_region
     if topology == "single":
         return []
     if topology == "hybrid":
         return [preset.rtt_ms(served_by, primary)] * statements if served_by != primary else []
     home = preset.region_of(city)
-    rtts = [preset.rtt_ms(served_by, home)] * statements if served_by != home else []
+    data_region = served_from(home, layout, primaries)
+    rtts = [preset.rtt_ms(served_by, data_region)] * statements if served_by != data_region else []
     if step == "sign up":
         others = uniqueness_regions(preset, served_by, home, directory_regions)
-        if others:
-            rtts.append(max(preset.rtt_ms(served_by, region) for region in others))
+        now = {served_from(region, layout, primaries) for region in others} - {served_by}
+        if now:
+            rtts.append(max(preset.rtt_ms(served_by, region) for region in now))
     return rtts
 
 
@@ -132,24 +146,34 @@ def uniqueness_regions(
     return [r for r in (directory_regions or preset.region_names) if r not in (served_by, home)]
 
 
-def journey_commit_ms(layout: SurvivalLayout | None, preset: Preset, step: str, served_by: str, city: str) -> float:
+def journey_commit_ms(
+    layout: SurvivalLayout | None,
+    preset: Preset,
+    step: str,
+    served_by: str,
+    city: str,
+    primaries: Mapping[str, str] | None = None,
+) -> float:
     """What a survival goal adds (ms, unscaled) to the floor of one journey step: its commits' wait for the
     nearest synchronous standby of each group it writes, beyond the WAN round trips already in the floor.
+    `primaries`: each group's primary now (default: the layout's first).
 
     A one-server write waits once. A sign-up's round to the other regions commits a write in each, which
     waits for that region's quorum behind its WAN round trip: the round ends when the slowest answers.
     """
     if layout is None or step not in JOURNEY_WRITES:
         return 0.0
+    now = primaries or {}
+
+    def wait(group: str) -> float:
+        return commit_wait_ms(layout, preset, group, now.get(group, layout.groups[group].primary)) or 0.0
+
     home = preset.region_of(city)
-    primary = layout.groups[home].primary
-    wait_home = commit_wait_ms(layout, preset, home, primary) or 0.0
     others = uniqueness_regions(preset, served_by, home, layout.directory_regions) if step == "sign up" else []
     if not others:
-        return wait_home
-    rtts = {r: preset.rtt_ms(served_by, r) for r in others}
-    waits = {r: commit_wait_ms(layout, preset, r, layout.groups[r].primary) or 0.0 for r in others}
-    return wait_home + max(rtts[r] + waits[r] for r in others) - max(rtts.values())
+        return wait(home)
+    rtts = {r: preset.rtt_ms(served_by, served_from(r, layout, primaries)) for r in others}
+    return wait(home) + max(rtts[r] + wait(r) for r in others) - max(rtts.values())
 
 
 def step_floor(
@@ -163,14 +187,18 @@ def step_floor(
     statements: int,
     cpu_ms: float,
     layout: SurvivalLayout | None = None,
+    primaries: Mapping[str, str] | None = None,
 ) -> Floor | None:
-    """A journey step's floor; `layout`: the lab's survival layout (None without a survival goal). None when
-    the response did not say which region served it."""
+    """A journey step's floor; `layout`: the lab's survival layout (None without a survival goal), and
+    `primaries` each group's primary now (after a failover its data is served from where that runs). None
+    when the response did not say which region served it."""
     if served_by not in preset.regions:
         return None
     directories = layout.directory_regions if layout is not None else None
-    wan = journey_wan_rtts(preset, topology, step, served_by, city, statements, directories)
-    commit = journey_commit_ms(layout, preset, step, served_by, city)
+    wan = journey_wan_rtts(
+        preset, topology, step, served_by, city, statements, directories, layout=layout, primaries=primaries
+    )
+    commit = journey_commit_ms(layout, preset, step, served_by, city, primaries)
     # A multi sign-up's statements beyond its round to the other regions are one local transaction.
     one_transaction = step == "sign up" and topology == "multi"
     return _statements_floor(
@@ -217,16 +245,14 @@ def request_floor(
     commit = 0.0
     if topology == "multi":
         now = primaries or {}
-
-        def runs_in(group: str) -> str:
-            """Where a region's data is served now (the app names data by its home region)."""
-            return layout.servers[now[group]].region if layout is not None and group in now else group
-
-        data_region = runs_in(home)
+        data_region = served_from(home, layout, primaries)  # the app names data by its home region
         if data_region != served_by and statements:
             wan = [preset.rtt_ms(served_by, data_region)] * statements
         if write:
-            others = {runs_in(group) for group in data_regions if group != home} - {served_by, data_region}
+            others = {served_from(group, layout, primaries) for group in data_regions if group != home} - {
+                served_by,
+                data_region,
+            }
             if others:  # one parallel round (a sign-up's claims): the farthest answers last
                 wan.append(max(preset.rtt_ms(served_by, r) for r in others))
         if write and statements and layout is not None:

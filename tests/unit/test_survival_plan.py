@@ -12,7 +12,7 @@ from movr.bench.failover.analysis import expectations, per_city
 from movr.bench.failover.output import checks as failover_checks
 from movr.bench.failover.riders import Sample
 from movr.cli import main
-from movr.floors import journey_commit_ms
+from movr.floors import journey_commit_ms, step_floor
 from movr.geo import load_preset
 from movr.lab.layout import LabPlan, SurvivalLayout, plan_lab
 from movr.lab.links import LinkSpec, run_links_in_thread
@@ -215,6 +215,20 @@ def test_journey_floor_adds_the_commit_wait_of_writes_only():
     # A sign-up: its claims in eu-central-1 (100 ms RTT, already in the floor, + 9 ms quorum) and eu-west-3
     # (88 + 9) end with the slower, 9 ms after the farthest RTT; then the home's commit waits 88 ms.
     assert journey_commit_ms(REGION, AWS, "sign up", "us-east-2", "new york") == 9 + 88
+
+
+def test_after_a_failover_the_journey_floor_follows_the_data_to_its_new_primary():
+    """New York's data failed over to its standby in eu-west-3, which now serves New York: a read there
+    crosses no WAN link, and its floor must not charge one (the console showed requests below their floor)."""
+    primaries = {"us-east-2": "us-east-2-in-eu-west-3"}
+    common = {"city": "new york", "served_by": "eu-west-3", "statements": 1, "cpu_ms": 0.0, "layout": REGION}
+    before = step_floor(AWS, 1.0, "multi", "view vehicles", **common)
+    after = step_floor(AWS, 1.0, "multi", "view vehicles", **common, primaries=primaries)
+    assert before is not None and before.wan_round_trips == 1
+    assert after is not None and after.wan_round_trips == 0 and after.local_round_trips == 1
+    # Served from Ohio instead, the same read crosses to eu-west-3 where the data now is.
+    away = step_floor(AWS, 1.0, "multi", "view vehicles", **{**common, "served_by": "us-east-2"}, primaries=primaries)
+    assert away is not None and away.sql_ms == AWS.rtt_ms("us-east-2", "eu-west-3")
 
 
 # --- the drill's arithmetic ------------------------------------------------------------------------------

@@ -104,9 +104,12 @@ def run_journey(state: LabState, preset: Preset, city: str, scale: float, userna
     """One journey from `city` through the lab's balancer, each step beside its floor and the links' count."""
     # The supervisor pulls in the whole lab; `movr` builds every bench command at start-up.
     from movr.lab.supervisor import link_counters
+    from movr.lab.survival import current_primaries
 
     username = username or f"j{city.replace(' ', '')[:10]}{secrets.token_hex(4)}"
     layout = state.plan.survival  # a survival goal: commits also wait for a synchronous standby
+    # After a failover a region's data is served from where its new primary runs: the floor follows it.
+    primaries = current_primaries(state) if layout is not None else None
     run = JourneyRun(state.topology, city, username)
     journey = Journey(city, username)
     client = Client(state.balancer_url or "", reconnect=True)
@@ -131,6 +134,7 @@ def run_journey(state: LabState, preset: Preset, city: str, scale: float, userna
                 statements=figures_.statements,
                 cpu_ms=figures_.cpu_ms,
                 layout=layout,
+                primaries=primaries,
             )
             if floor is None:
                 raise ApiError(f"{step} from {city}: the response did not say which region served it")
