@@ -1,6 +1,6 @@
 """The web layer: a Flask app (pages in HTML, an API in JSON) that calls one store action per request.
 
-`create_app` is imported lazily: `movr.web.serve` must be importable (by the `movr` CLI and the gunicorn
+`create_app` is imported lazily: `movr.web.serve` must be importable (by the `movr` CLI and the WSGI
 master) without importing prometheus_client, which decides at import time whether it runs in
 multiprocess mode — and `serve` sets that mode up before any worker imports the app.
 """

@@ -1,8 +1,9 @@
 """Prometheus metrics: request latency by route and region, SQL statements, WAN round trips.
 
-Under gunicorn every worker is a process with its own counters. When `PROMETHEUS_MULTIPROC_DIR` is set
-(`movr serve` sets it to a fresh directory it removes on exit) prometheus_client keeps the values in files
-there and `/metrics` adds up every worker; without it, `/metrics` shows the worker that answered.
+Under `movr serve` (granian or gunicorn) every worker is a process with its own counters. When
+`PROMETHEUS_MULTIPROC_DIR` is set (`movr serve` sets it to a fresh directory it removes on exit)
+prometheus_client keeps the values in files there and `/metrics` adds up every worker; without it,
+`/metrics` shows the worker that answered.
 
 Label values are bounded: a method outside HTTP's standard ones counts as "other", and a request that
 matched no route counts under one route, so that nobody can grow the series (and every worker's files)

@@ -1,7 +1,7 @@
 """CPU per lab process during a measured window: who paid for the load, and what else used the machine.
 
 A sampler thread reads, with psutil, the CPU time of every process the lab state names (with its children:
-gunicorn workers, link threads), of every PostgreSQL server (the postmaster and its backends), of this
+app server workers, link threads), of every PostgreSQL server (the postmaster and its backends), of this
 bench client, and of the whole machine: per process, % of one core over the window; "rest of machine" is
 what other work on the machine used meanwhile.
 """
