@@ -5,9 +5,9 @@ request and response objects, routing, header multidicts, a write per part) was 
 forward path cost in Python. Forwarding needs little of a web framework: read a whole request, hand it to the
 balancer, write the answer it encodes, keep the connection for the next request. So this is that: requests
 parsed by httptools (the C parser uvicorn uses), answered one at a time per connection in the order they came,
-bodies up to a limit, idle connections closed after a while. Measured on one lab with no access-link delay
-(scale 0), against the same request straight to the app: the balancer added 0.56 ms back to back and 0.92 ms
-after 20 ms idle with aiohttp's server, 0.33 and 0.65 ms with this one, and a third less CPU.
+bodies up to a limit, idle connections closed after a while. With it (and the access link's wait on the links'
+timer), `movr bench path` measured the balancer's own cost on a read after 20 ms idle at 0.74 ms, against 1.52
+ms with aiohttp's server (docs/lab.md, each hop's cost before and after).
 
 Requests for the balancer itself (its control API and the lab console: `own`) are not forwarded: each goes whole
 over an in-process socket pair, one per client connection, to the balancer's aiohttp application, and its answer

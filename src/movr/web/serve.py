@@ -5,7 +5,7 @@
     python -m movr.web.serve ...            # the same, without the `movr` CLI
 
 granian (a Rust HTTP server with a WSGI interface) is the default: measured side by side on one lab it
-answers the same app's requests 0.25-0.4 ms sooner than gunicorn's gthread worker (docs/lab.md, "The app
+answers the same app's requests 0.16-0.34 ms sooner than gunicorn's gthread worker (docs/lab.md, "The app
 server: granian instead of gunicorn"). gunicorn stays as the measured "before" and a fallback. Both run a
 master and `--workers` worker processes of `--threads` Python threads.
 
