@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool
 from movr.domain.errors import StoreUnavailable
 from movr.domain.models import GLOBAL_TABLES, REGIONAL_TABLES
 from movr.geo import Preset
-from movr.store import stats
+from movr.store import prepared, stats
 from movr.store.transaction import run_transaction
 from movr.store.work import Isolation, Rows, Statement, Work
 
@@ -110,9 +110,10 @@ class RegionServer(Protocol):
 class ServerPool:
     """A psycopg pool to one server, in autocommit so a lone statement is its own transaction.
 
-    A single statement then costs one round trip (no BEGIN, no COMMIT); several statements go in one
-    pipeline, BEGIN and COMMIT included, so a whole transaction still costs one round trip. Statements
-    are prepared on the server the first time a connection runs them, inside that same round trip.
+    A single statement then costs one round trip (no BEGIN, no COMMIT), run on a statement prepared under
+    our own name (`movr.store.prepared`: no pipeline once prepared); several statements go in one pipeline,
+    BEGIN and COMMIT included, so a whole transaction still costs one round trip. Either way a statement is
+    prepared on the server the first time a connection runs it, inside that same round trip.
     """
 
     def __init__(
@@ -196,6 +197,8 @@ class ServerPool:
     ) -> list[Rows]:
         def round_trip() -> list[Rows]:
             with self._connection() as conn:
+                if finish is None and len(statements) == 1 and prepared.convertible(statements[0].sql):
+                    return [prepared.run_alone(conn, statements[0].sql, statements[0].params)]
                 return run_pipelined(conn, statements, finish, isolation=isolation)
 
         return self._timed(action, len(statements), round_trip)
@@ -295,6 +298,7 @@ def run_pipelined(
     except Exception:
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.execute("ROLLBACK", prepare=False)
+            prepared.forget(conn)
         raise
     finally:
         for cur in cursors:
