@@ -152,6 +152,17 @@ def test_a_carried_leg_is_delivered_at_its_due_time_never_before(caplog):
     assert [row[0] for row in delivered] == sorted(row[0] for row in delivered)
 
 
+def test_a_leg_sets_off_when_its_last_byte_reached_the_balancer_not_when_the_balancer_got_to_it():
+    """As a link's leg does: the balancer's own wake-up and work happen while the bytes travel."""
+    read_at = time.monotonic() - 0.5
+    assert AccessDelay.due(10.0, since=read_at) == pytest.approx(read_at + 0.010)
+    # An answer never sets off before its request reached the region.
+    assert AccessDelay.due(10.0, since=read_at, not_before=read_at + 1) == pytest.approx(read_at + 1.010)
+    before = time.monotonic()
+    due = AccessDelay.due(10.0)  # not known when the bytes came: from now
+    assert before + 0.010 <= due <= time.monotonic() + 0.010
+
+
 # --- end to end ---------------------------------------------------------------------------------------------
 
 

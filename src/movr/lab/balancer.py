@@ -231,7 +231,7 @@ class Balancer:
         message = encode_request(request.method, request.target, pool.host_header, headers, request.body)
         access, one_way_ms = self.access, route.rtt_ms / 2
         self.counters.count_request(region, len(request.body))
-        arrival = access.due(one_way_ms)  # the request travels to the region
+        arrival = access.due(one_way_ms, since=request.received_at or None)  # the request travels to the region
         try:
             upstream = await pool.send(
                 message,
@@ -242,10 +242,10 @@ class Balancer:
         except (UpstreamError, TimeoutError, OSError) as err:
             self._request_failed(self.apps[region], err)
             answer = error_answer(request, 502, f"the app in {region} failed: {type(err).__name__}", route.extra)
-            status, figures = answer.status, None
+            status, figures, answered_at = answer.status, None, None
         else:
             answer, figures = _downstream_answer(request, upstream, route.extra)
-            status = upstream.status
+            status, answered_at = upstream.status, upstream.received_at
         data = encode_answer(answer, request)  # all made before the answer sets off: on arrival, only a write
         self.counters.count_response(region, len(answer.body))
 
@@ -255,7 +255,7 @@ class Balancer:
 
         # The answer travels back; from the region, so not before the request got there (an app that cannot be
         # reached fails at once, but the client learns it only from the region).
-        access.deliver(access.due(one_way_ms, not_before=arrival), answer_arrives)
+        access.deliver(access.due(one_way_ms, since=answered_at, not_before=arrival), answer_arrives)
 
     def _record(
         self,

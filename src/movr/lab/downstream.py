@@ -69,6 +69,7 @@ class Request:
     keep_alive: bool
     http_10: bool
     index: dict[bytes, bytes] = field(default_factory=dict)  # lower-case name -> its first value
+    received_at: float = 0.0  # time.monotonic() when its last byte was read (0.0: not known)
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of the header `name` (lower case); None if the client sent none."""
@@ -184,7 +185,7 @@ class _ClientConnection(asyncio.Protocol):
         self._door.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = time.monotonic()
+        self.last_active = time.monotonic()  # also when the requests this completes arrived
         if self._done_reading:
             return
         try:
@@ -260,6 +261,7 @@ class _ClientConnection(asyncio.Protocol):
             parser.should_keep_alive(),
             parser.get_http_version() == "1.0",
             self._index,
+            self.last_active,
         )
         self._new_message()
         self._last = request

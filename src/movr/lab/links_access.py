@@ -54,9 +54,13 @@ class AccessDelay:
         self._scheduler = Scheduler(loop)
 
     @staticmethod
-    def due(one_way_ms: float, not_before: float = 0.0) -> float:
-        """When a leg that sets off now (or at `not_before`, if later) arrives, on ``time.monotonic``'s clock."""
-        return max(time.monotonic(), not_before) + one_way_ms / 1000.0
+    def due(one_way_ms: float, *, since: float | None = None, not_before: float = 0.0) -> float:
+        """When a leg arrives, on ``time.monotonic``'s clock: a leg sets off `since` (when its last byte reached
+        the balancer, as a link's leg sets off when its bytes reach the link; default: now), or at
+        `not_before` if later. So what the balancer does with a request or an answer (wake up, parse, route,
+        encode) happens while it travels, as a link's own work does, instead of being added to the distance."""
+        start = time.monotonic() if since is None else since
+        return max(start, not_before) + one_way_ms / 1000.0
 
     def deliver(self, due: float, action: Callable[[], None]) -> None:
         """Run `action` (a leg's delivery) at `due`, never before; at once if that time has come."""

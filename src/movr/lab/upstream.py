@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
@@ -38,6 +39,7 @@ class UpstreamResponse:
     reason: bytes
     headers: list[tuple[bytes, bytes]]  # as the app sent them, in order, repeats kept (Set-Cookie)
     body: bytes
+    received_at: float  # time.monotonic() when its last byte was read
 
 
 class _Connection(asyncio.Protocol):
@@ -54,6 +56,7 @@ class _Connection(asyncio.Protocol):
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
+        self._read_at = 0.0
 
     # --- asyncio.Protocol ---
 
@@ -62,6 +65,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._received = True
+        self._read_at = time.monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -127,7 +131,7 @@ class _Connection(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             status = self.parser.get_status_code()
             body = b"" if status in NO_BODY_STATUSES else b"".join(self._body)
-            self._waiter.set_result(UpstreamResponse(status, self._reason, self._headers, body))
+            self._waiter.set_result(UpstreamResponse(status, self._reason, self._headers, body, self._read_at))
 
     def _fail(self, error: UpstreamError) -> None:
         if self._waiter is not None and not self._waiter.done():
