@@ -98,7 +98,7 @@ def limit_line(rows: Sequence[Mapping[str, Any]], ratios: Mapping[str, Any], cit
         return None
     line = (
         f"this machine's limit, multi from {city} (the floor + PostgreSQL after idle per SQL round + a bare "
-        f"process hop after idle for the balancer and the app server): {_span([r['limit_x_floor'] for r in multi])} "
+        f"process hop after idle for the app server): {_span([r['limit_x_floor'] for r in multi])} "
         f"the floor; the lab at {_span([r['x_limit'] for r in multi])} that limit"
     )
     limit = ratios.get("multi_sql_limit_ms")
