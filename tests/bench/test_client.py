@@ -165,3 +165,62 @@ def test_a_rider_never_resends_a_request_whose_answer_was_lost(idle_closing_serv
     finally:
         client.close()
     assert len(received) == 1
+
+
+class _ChunkedThenCloses(http.server.BaseHTTPRequestHandler):
+    """A chunked answer with a repeated header and `Connection: close`, and what each request carried."""
+
+    protocol_version = "HTTP/1.1"
+    seen: list[tuple[str, str, str | None, bytes]]
+
+    def _answer(self) -> None:
+        length = self.headers.get("Content-Length")
+        body = self.rfile.read(int(length)) if length else b""
+        self.seen.append((self.command, self.path, length, body))
+        self.send_response(200)
+        self.send_header("Set-Cookie", "a=1")
+        self.send_header("Set-Cookie", "b=2")
+        self.send_header("x-movr-region", "europe-west1")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for part in (b'{"a": ', b"1}"):
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+        self.wfile.write(b"0\r\n\r\n")
+
+    do_GET = do_DELETE = do_PATCH = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_the_client_reads_chunked_answers_any_header_case_and_honours_connection_close() -> None:
+    seen: list[tuple[str, str, str | None, bytes]] = []
+    handler = type("Handler", (_ChunkedThenCloses,), {"seen": seen})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    client = Client(f"http://127.0.0.1:{server.server_address[1]}", timeout=5)  # no reconnect: a new one each time
+    try:
+        reply = client.exchange("GET", "/healthz", None, {"Accept": "application/json"})
+        assert reply.status == 200 and reply.json() == {"a": 1}
+        assert reply.headers.get("X-Movr-Region") == "europe-west1" and reply.figures.served_by == "europe-west1"
+        assert reply.headers.getall("set-cookie") == ["a=1", "b=2"]  # type: ignore[attr-defined]
+        # The server closed the connection as it said: the next request goes out on a new one.
+        assert client.send(end_ride({"city": "new york", "id": "r1"}), caller_headers("rome")).status == 200
+        # What would not be one request is refused before anything is sent.
+        with pytest.raises(http.client.InvalidURL):
+            client.exchange("GET", "/healthz HTTP/1.1\r\nX-Injected: 1", None, {})
+        with pytest.raises(ValueError, match="line break"):
+            client.exchange("GET", "/healthz", None, {"X-A": "1\r\nX-Injected: 1"})
+        assert client.send(view_rides(), caller_headers("rome")).status == 200
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert seen == [
+        ("GET", "/healthz", None, b""),
+        ("PATCH", "/api/v1/rides/new%20york/r1", "23", b'{"location": "Station"}'),
+        ("GET", "/api/v1/rides", None, b""),
+    ]

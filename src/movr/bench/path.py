@@ -19,10 +19,8 @@ is a known cost on small machines, movr.bench.journey.machine_idle_cost) and rig
 
 from __future__ import annotations
 
-import http.client
 import os
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -92,28 +90,16 @@ def _echo(env: dict[str, str]) -> tuple[Callable[[], float], Callable[[], None]]
 
 
 def _healthz(base_url: str, headers: Mapping[str, str]) -> tuple[Callable[[], float], Callable[[], None]]:
-    """GET /healthz on one kept-alive connection. Not movr.bench.client.Client: it puts every path under
-    /api/v1, and /healthz is outside the API."""
-    parsed = urllib.parse.urlsplit(base_url)
-    conn = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=60)
-
-    def once() -> http.client.HTTPResponse:
-        conn.request("GET", "/healthz", headers=dict(headers))
-        response = conn.getresponse()
-        response.read()
-        return response
+    """GET /healthz (outside the API) on one kept-alive connection."""
+    client = Client(base_url, reconnect=True)
 
     def get() -> float:
-        try:
-            response = once()
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-            conn.close()  # the server closed the idle connection: once more, on a new one
-            response = once()
-        if response.status != 200:
-            raise ExperimentError(f"GET {base_url}/healthz -> {response.status}")
-        return float(response.headers.get(RTT_HEADER) or 0)
+        reply = client.exchange("GET", "/healthz", None, headers)
+        if reply.failed:
+            raise ExperimentError(f"GET {base_url}/healthz -> {reply.status}")
+        return float(reply.headers.get(RTT_HEADER) or 0)
 
-    return get, conn.close
+    return get, client.close
 
 
 def _read(base_url: str, city: str) -> tuple[Callable[[], float], Callable[[], None]]:
