@@ -116,3 +116,16 @@ def test_what_the_server_refuses_is_psycopgs_error_with_its_diagnostics(counted,
 def test_only_named_placeholders_are_converted(sql: str, expected) -> None:
     assert prepared.converted(sql) == expected
     assert prepared.convertible(sql) is (expected is not None)
+
+
+def test_a_pools_connections_plan_each_statement_once(counted) -> None:
+    """PostgreSQL would plan each of a prepared statement's first five runs anew; our sessions keep one plan."""
+    pool, _ = counted
+    (rows,) = pool.execute("t", [Statement("SELECT current_setting('plan_cache_mode') AS mode")])
+    assert rows == [{"mode": "force_generic_plan"}]
+    query = Statement("SELECT count(*) AS n FROM vehicles WHERE city = %(city)s", {"city": "rome"})
+    for _ in range(2):
+        pool.execute("t", [query])
+    plans_of = "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %(like)s"
+    (plans,) = pool.execute("t", [Statement(plans_of, {"like": "%vehicles WHERE city%"})])
+    assert plans == [{"generic_plans": 2, "custom_plans": 0}]
