@@ -29,7 +29,7 @@ import click
 from rich.table import Table
 
 from movr import floors
-from movr.bench.client import Client, caller_headers, view_vehicles
+from movr.bench.client import API, Client, caller_headers, view_vehicles
 from movr.bench.echo import EchoServer
 from movr.bench.experiment import (
     Experiment,
@@ -89,26 +89,14 @@ def _echo(env: dict[str, str]) -> tuple[Callable[[], float], Callable[[], None]]
     return hop, server.stop
 
 
-def _healthz(base_url: str, headers: Mapping[str, str]) -> tuple[Callable[[], float], Callable[[], None]]:
-    """GET /healthz (outside the API) on one kept-alive connection."""
+def _get(base_url: str, target: str, city: str) -> tuple[Callable[[], float], Callable[[], None]]:
+    """GET `target` as a client in `city`, on one kept-alive connection; each answer's carried client RTT."""
     client = Client(base_url, reconnect=True)
 
     def get() -> float:
-        reply = client.exchange("GET", "/healthz", None, headers)
+        reply = client.exchange("GET", target, None, caller_headers(city))
         if reply.failed:
-            raise ExperimentError(f"GET {base_url}/healthz -> {reply.status}")
-        return float(reply.headers.get(RTT_HEADER) or 0)
-
-    return get, client.close
-
-
-def _read(base_url: str, city: str) -> tuple[Callable[[], float], Callable[[], None]]:
-    client, request = Client(base_url, reconnect=True), view_vehicles(city)
-
-    def get() -> float:
-        reply = client.send(request, caller_headers(city))
-        if reply.failed:
-            raise ExperimentError(f"GET {base_url}{request.path} -> {reply.status}")
+            raise ExperimentError(f"GET {base_url}{target} -> {reply.status}")
         return float(reply.headers.get(RTT_HEADER) or 0)
 
     return get, client.close
@@ -164,6 +152,7 @@ def run(run_dir: Path, *, preset: str, scale: float, region: str | None, samples
     if region not in chosen.regions:
         raise ExperimentError(f"--region: {region} is not a region of preset {chosen.name}")
     city = chosen.regions[region].cities[0]
+    read = API + view_vehicles(city).path
     samples = QUICK_SAMPLES if quick else samples
     load_1m = os.getloadavg()[0]
     lab_dir = run_dir / "path"
@@ -179,10 +168,10 @@ def run(run_dir: Path, *, preset: str, scale: float, region: str | None, samples
             "bare hop": lambda: _echo({RUN_DIR_MARKER: str(lab_dir.resolve())}),  # `processes_left` finds it
             "postgresql": lambda: _sql(state.server_dsn(region)),
             "link": lambda: _sql(state.server_dsn(region, via_link=link)),
-            "app healthz": lambda: _healthz(app_url, caller_headers(city)),
-            "app read": lambda: _read(app_url, city),
-            "balancer healthz": lambda: _healthz(state.balancer_url or "", caller_headers(city)),
-            "balancer read": lambda: _read(state.balancer_url or "", city),
+            "app healthz": lambda: _get(app_url, "/healthz", city),
+            "app read": lambda: _get(app_url, read, city),
+            "balancer healthz": lambda: _get(state.balancer_url or "", "/healthz", city),
+            "balancer read": lambda: _get(state.balancer_url or "", read, city),
         }
         probes = {}
         for name, make in makers.items():  # each closed in the end, even when a later one cannot be made
