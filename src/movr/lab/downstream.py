@@ -32,7 +32,9 @@ from urllib.parse import unquote
 
 import httptools
 
+from movr.lab import stamped
 from movr.lab.control import error_body
+from movr.lab.stamped import StampedTransport
 from movr.lab.upstream import NO_BODY_STATUSES, encode_request
 
 log = logging.getLogger("movr.lab.balancer")
@@ -69,7 +71,7 @@ class Request:
     keep_alive: bool
     http_10: bool
     index: dict[bytes, bytes] = field(default_factory=dict)  # lower-case name -> its first value
-    received_at: float = 0.0  # time.monotonic() when its last byte was read (0.0: not known)
+    received_at: float = 0.0  # on time.monotonic()'s clock, when its last bytes reached the machine (0.0: not known)
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of the header `name` (lower case); None if the client sent none."""
@@ -154,13 +156,13 @@ class _ClientConnection(asyncio.Protocol):
     def __init__(self, door: FrontDoor) -> None:
         self._door = door
         self._parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
+        self.transport: StampedTransport | None = None
         self._peer = ""
         self._local = b""
         self._queue: deque[Request | bytes] = deque()  # requests, or a refusal's answer (the last item)
         self.busy = False  # an answer is being made or streamed
         self._done_reading = False  # after a refusal or an upgrade: nothing more is HTTP to us
-        self.last_active = time.monotonic()
+        self.last_active = self._arrived = time.monotonic()
         self._pipe: _OwnPipe | None = None
         self._last: Request | None = None  # the latest request read
         self._passed_through = False  # some of the own application's answer has been passed on
@@ -177,7 +179,7 @@ class _ClientConnection(asyncio.Protocol):
     # --- asyncio.Protocol ---
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        self.transport = cast(StampedTransport, transport)  # FrontDoor's server makes these
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self._peer = str(peer[0]) if peer else ""
@@ -185,7 +187,9 @@ class _ClientConnection(asyncio.Protocol):
         self._door.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = time.monotonic()  # also when the requests this completes arrived
+        self.last_active = time.monotonic()
+        # When these bytes reached the machine (the kernel's stamp): when the requests they complete arrived.
+        self._arrived = self.transport.arrived if self.transport is not None else self.last_active
         if self._done_reading:
             return
         try:
@@ -261,7 +265,7 @@ class _ClientConnection(asyncio.Protocol):
             parser.should_keep_alive(),
             parser.get_http_version() == "1.0",
             self._index,
-            self.last_active,
+            self._arrived,
         )
         self._new_message()
         self._last = request
@@ -451,7 +455,7 @@ class FrontDoor:
         self._own_server = own_server
         self.connections: set[_ClientConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.AbstractServer | None = None
+        self._server: stamped.StampedServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.closing = False
         self._drained: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -459,7 +463,7 @@ class FrontDoor:
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (0: any free port); the port bound."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _ClientConnection(self), host, port)
+        self._server = await stamped.serve(lambda: _ClientConnection(self), host, port)
         self._sweeper = loop.create_task(self._sweep_idle(), name="balancer-idle-connections")
         return int(self._server.sockets[0].getsockname()[1])
 

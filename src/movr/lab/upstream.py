@@ -15,13 +15,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
+
+from movr.lab import stamped
+from movr.lab.stamped import StampedTransport
 
 NO_BODY_STATUSES = frozenset({204, 304})  # answers that never carry a body (RFC 9112 6.3)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -39,14 +41,14 @@ class UpstreamResponse:
     reason: bytes
     headers: list[tuple[bytes, bytes]]  # as the app sent them, in order, repeats kept (Set-Cookie)
     body: bytes
-    received_at: float  # time.monotonic() when its last byte was read
+    received_at: float  # on time.monotonic()'s clock, when its last bytes reached the machine (movr.lab.stamped)
 
 
 class _Connection(asyncio.Protocol):
     """One kept-alive connection to an app server, carrying one request at a time."""
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
+        self.transport: StampedTransport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.reusable = False
@@ -61,11 +63,11 @@ class _Connection(asyncio.Protocol):
     # --- asyncio.Protocol ---
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        self.transport = cast(StampedTransport, transport)  # UpstreamPool connects with these
 
     def data_received(self, data: bytes) -> None:
         self._received = True
-        self._read_at = time.monotonic()
+        self._read_at = cast(StampedTransport, self.transport).arrived  # when these bytes reached the machine
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -121,7 +123,7 @@ class _Connection(asyncio.Protocol):
 
     def _write(self, request: bytes) -> None:
         if not self.closed:  # a connection lost (or given up) before its request was due gets nothing
-            cast(asyncio.Transport, self.transport).write(request)
+            cast(StampedTransport, self.transport).write(request)
 
     @property
     def answered_nothing(self) -> bool:
@@ -193,10 +195,9 @@ class UpstreamPool:
             connection = self._idle.pop()  # the most recently used: the likeliest to be alive
             if not connection.closed:
                 return connection, True
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, connection = await loop.create_connection(_Connection, self.host, self.port)
+                _, connection = await stamped.connect(_Connection, self.host, self.port)
         except (OSError, TimeoutError) as error:
             raise UpstreamError(f"cannot connect to the app server at {self.authority}: {error}") from error
         return connection, False
