@@ -32,6 +32,7 @@ from movr.web.metrics import Metrics
 from movr.web.ops import ops
 from movr.web.pages import THROTTLED_PAGES, pages
 from movr.web.schemas import ERROR_SCHEMA
+from movr.web.signing import SessionInterface
 from movr.web.throttle import Throttle, parse_rate
 
 log = logging.getLogger("movr.web")
@@ -81,6 +82,7 @@ def create_app(config: Mapping[str, Any] | None = None, backend: Backend | None 
 
     app = APIFlask(__name__, title="MovR API", version=__version__, spec_path=SPEC_PATH, docs_path=None)
     app.config.update(settings)
+    app.session_interface = SessionInterface()
     app.config.update(
         DESCRIPTION=API_DESCRIPTION,
         VALIDATION_ERROR_SCHEMA=ERROR_SCHEMA,

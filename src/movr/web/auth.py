@@ -25,11 +25,11 @@ from typing import Any
 from flask import current_app, flash, g, redirect, request, url_for
 from flask_login import LoginManager, UserMixin, current_user, logout_user
 from flask_wtf.csrf import generate_csrf, validate_csrf
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 from wtforms import ValidationError
 
 from movr.domain import errors, rules
 from movr.store.actions import LoggedIn, Session
+from movr.web import signing
 from movr.web.errors import error_json, error_page, friendly, is_api_request
 
 TOKEN_SALT = "movr-api-token"
@@ -144,22 +144,16 @@ def _too_many_attempts(error: errors.TooManyAttempts) -> Any:
     return error_page(error.status, friendly(error), headers=headers)
 
 
-def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=TOKEN_SALT)
-
-
 def issue_token(rider: Rider) -> str:
-    return _serializer().dumps(rider.facts())
+    return signing.sign(current_app.config["SECRET_KEY"], TOKEN_SALT, rider.facts())
 
 
 def rider_from_token(token: str) -> Rider | None:
     if not token or len(token) > 1024:
         return None
-    try:
-        data = _serializer().loads(token, max_age=current_app.config["MOVR_TOKEN_MAX_AGE"])
-    except (BadSignature, ValueError, TypeError):
-        return None
-    return Rider.parse(data)
+    config = current_app.config
+    data = signing.verified(config["SECRET_KEY"], TOKEN_SALT, token, config["MOVR_TOKEN_MAX_AGE"])
+    return None if data is None else Rider.parse(data)
 
 
 def bearer_token() -> str | None:

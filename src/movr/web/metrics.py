@@ -82,18 +82,34 @@ class Metrics:
             ["route", "region"],
             registry=target,
         )
+        self._by_labels: dict[tuple[str, str, int, str], tuple[Any, ...]] = {}
 
     def observe(self, route: str, method: str, status: int, figures: Figures) -> None:
         """`route` is a rule pattern or UNMATCHED_ROUTE (see `route_label`); `method` may be anything."""
-        region = figures.served_by
-        method = method_label(method)
-        self.latency.labels(route, method, region).observe(figures.app_ms / 1000)
-        self.requests.labels(route, method, str(status), region).inc()
+        series = self._series(route, method_label(method), status, figures.served_by)
+        latency, requests, statements, sql_seconds, wan_round_trips = series
+        latency.observe(figures.app_ms / 1000)
+        requests.inc()
         if figures.statements:
-            self.statements.labels(route, region).inc(figures.statements)
-            self.sql_seconds.labels(route, region).inc(figures.sql_ms / 1000)
+            statements.inc(figures.statements)
+            sql_seconds.inc(figures.sql_ms / 1000)
         if figures.wan_round_trips:
-            self.wan_round_trips.labels(route, region).inc(figures.wan_round_trips)
+            wan_round_trips.inc(figures.wan_round_trips)
+
+    def _series(self, route: str, method: str, status: int, region: str) -> tuple[Any, ...]:
+        """A request's five labelled series, looked up once per label set: `labels()` validates and locks on
+        every call, which is most of what observing costs (the label values are bounded, so is this)."""
+        key = (route, method, status, region)
+        series = self._by_labels.get(key)
+        if series is None:
+            series = self._by_labels[key] = (
+                self.latency.labels(route, method, region),
+                self.requests.labels(route, method, str(status), region),
+                self.statements.labels(route, region),
+                self.sql_seconds.labels(route, region),
+                self.wan_round_trips.labels(route, region),
+            )
+        return series
 
     def exposition(self) -> bytes:
         if multiprocess_mode():
