@@ -73,10 +73,13 @@ class Remembered:
     ) -> Remembered:
         """`key` None: a write that remembers nothing. A key belongs to `scope`, by default its user's own
         keys. A password is never part of `request`: the digest is stored unsalted."""
-        if key is not None and (not isinstance(key, str) or not IDEMPOTENCY_KEY_RE.fullmatch(key)):
+        scope = str(user_id) if scope is None else scope
+        if key is None:
+            return cls(scope, None, user_id, "")  # nothing is remembered, so nothing is compared: no digest
+        if not isinstance(key, str) or not IDEMPOTENCY_KEY_RE.fullmatch(key):
             raise errors.BadIdempotencyKey()
         digest = hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
-        return cls(str(user_id) if scope is None else scope, key, user_id, f"{action}:{digest}")
+        return cls(scope, key, user_id, f"{action}:{digest}")
 
     def params(self) -> dict[str, Any]:
         return {
