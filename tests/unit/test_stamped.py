@@ -141,3 +141,40 @@ async def _connect() -> None:
 
 def test_connect_dials_and_a_peer_that_ends_its_stream_closes_the_connection():
     run(_connect)
+
+
+class Answering(Recorder):
+    """Answers each read with a large answer, then closes: as the balancer does for a client that is done."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        assert self.transport is not None
+        self.transport.write(ANSWER)
+
+    def eof_received(self) -> None:
+        return None  # as asyncio's default: the transport closes, after writing what is left
+
+
+ANSWER = b"a" * (8 * 1024 * 1024)
+
+
+async def _half_closed() -> None:
+    server = await stamped.serve(Answering, "127.0.0.1", 0)
+    client = socket.create_connection(("127.0.0.1", server.sockets[0].getsockname()[1]))
+    client.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_sendall(client, b"request")
+        await asyncio.sleep(0.05)  # not a distance: the loop's turns in which the server reads and starts answering
+        client.shutdown(socket.SHUT_WR)  # done sending, still reading: the whole answer must come
+        received = bytearray()
+        while chunk := await loop.sock_recv(client, 1 << 20):
+            received += chunk
+        assert len(received) == len(ANSWER)
+    finally:
+        client.close()
+        server.close()
+
+
+def test_a_peer_that_stops_sending_still_gets_all_that_was_written_to_it():
+    run(_half_closed)

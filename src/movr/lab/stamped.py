@@ -141,18 +141,20 @@ class StampedTransport:
         except OSError as error:
             self._lose(error)
             return
-        if self._closing:  # lingering: what the peer still sends is read only to be dropped
-            self._lingered += len(data)
-            if not data or self._lingered > _LINGER_BYTES:
-                self._lose(None)
-            return
-        if not data:
-            # The peer is done sending. The balancer's protocols, as asyncio's default, then close.
-            keep_open = getattr(self._protocol, "eof_received", lambda: None)()
-            if not keep_open:
+        if not data:  # the peer is done sending (and the end of a stream reads again and again: stop reading)
+            self.pause_reading()
+            if self._closing:
+                if self._told:  # lingering, and the peer has ended too
+                    self._lose(None)
+                return  # still writing what is left: that ends the stream, and then this ends too
+            # The balancer's protocols, as asyncio's default, then close (after writing what is left).
+            if not getattr(self._protocol, "eof_received", lambda: None)():
                 self.close()
-            else:
-                self.pause_reading()
+            return
+        if self._closing:  # closing: what the peer still sends is read only to be dropped
+            self._lingered += len(data)
+            if self._lingered > _LINGER_BYTES:
+                self._lose(None)
             return
         wall = time.time()  # before the monotonic reading (see receive_age): never stamped later than it was
         self.arrived = time.monotonic() - receive_age(ancillary, wall)
