@@ -29,6 +29,7 @@ log = logging.getLogger("movr.lab.balancer")
 
 _READ_SIZE = 64 * 1024  # below malloc's mmap threshold: a larger read buffer costs an mmap per read
 _ACCEPT_RETRY_S = 1.0  # out of file descriptors: stop accepting this long (as asyncio's servers do)
+_ACCEPTS_PER_WAKE = 100  # a flood of connections must not keep the loop from serving the ones it has
 # A connection closed while its peer may still be sending (a refused request's rest) first sends its end of
 # stream and reads what comes for a while, as HTTP servers do: closing with unread bytes makes the kernel send
 # a reset, which can reach the client before it has read the answer (RFC 9112 9.6).
@@ -219,7 +220,7 @@ class StampedServer:
 
     def _accept(self) -> None:
         listener = self.sockets[0]
-        while True:
+        for _ in range(_ACCEPTS_PER_WAKE):
             try:
                 conn, _ = listener.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
