@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from movr.lab.links.timing import RECEIVE_ANCILLARY_SIZE, enable_receive_timestamps, receive_age
+from movr.lab.links.timing import RECEIVE_ANCILLARY_SIZE, arrival, tune
 
 log = logging.getLogger("movr.lab.balancer")
 
@@ -41,10 +41,7 @@ class StampedTransport:
     """One connection; its protocol (an ``asyncio.Protocol``) is told of it as asyncio's transports tell theirs."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: asyncio.Protocol) -> None:
-        sock.setblocking(False)
-        # Nagle would hold a small answer back for up to 40 ms waiting for an ACK (asyncio's transports set this too).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._stamped = enable_receive_timestamps(sock)
+        self._stamped = tune(sock)
         self._loop = loop
         self._sock: socket.socket | None = sock
         self._protocol = protocol
@@ -157,8 +154,7 @@ class StampedTransport:
             if self._lingered > _LINGER_BYTES:
                 self._lose(None)
             return
-        wall = time.time()  # before the monotonic reading (see receive_age): never stamped later than it was
-        self.arrived = time.monotonic() - receive_age(ancillary, wall)
+        self.arrived = arrival(ancillary)
         self._protocol.data_received(data)
 
     def _on_writable(self) -> None:

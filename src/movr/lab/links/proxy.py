@@ -13,12 +13,11 @@ import contextlib
 import itertools
 import socket
 import struct
-import time
 from collections import deque
 from typing import Any
 
 from movr.lab.links.spec import LinkSpec
-from movr.lab.links.timing import RECEIVE_ANCILLARY_SIZE, Scheduler, enable_receive_timestamps, receive_age
+from movr.lab.links.timing import RECEIVE_ANCILLARY_SIZE, Scheduler, arrival, tune
 
 # Bytes held in one direction's delay queue before the link stops reading that side. It acts as a TCP
 # window (throughput <= window / RTT) and keeps memory bounded when one side floods.
@@ -29,14 +28,6 @@ _QUEUE_LOW_BYTES = 1024 * 1024
 _CLIENT, _SERVER = 0, 1
 _READ_SIZE = 64 * 1024  # below malloc's mmap threshold: a larger read buffer costs an mmap per read
 _IOV_MAX = 512
-
-
-def _tune(sock: socket.socket) -> None:
-    """Non-blocking, no Nagle, receive timestamps."""
-    sock.setblocking(False)
-    # Nagle would hold a small reply back for up to 40 ms waiting for an ACK: fatal to a latency model.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    enable_receive_timestamps(sock)
 
 
 def _abort(sock: socket.socket) -> None:
@@ -125,7 +116,7 @@ class Pipe:
         self.link = link
         self.loop = loop
         self.socks: list[socket.socket | None] = [client, None]
-        _tune(client)
+        tune(client)
         self.halves = (_Half(self, _CLIENT), _Half(self, _SERVER))
         self.out: tuple[deque[memoryview | bytes], deque[memoryview | bytes]] = (deque(), deque())
         self.out_bytes = [0, 0]
@@ -157,7 +148,7 @@ class Pipe:
             _abort(sock)
             return
         self.socks[_SERVER] = sock
-        _tune(sock)
+        tune(sock)
         self._read(_SERVER, True)
         self.halves[_CLIENT].kick()  # client bytes that arrived while connecting may be due already
 
@@ -184,8 +175,7 @@ class Pipe:
             # nothing in the lab relies on when a reset arrives).
             self.abort()
             return
-        wall = time.time()
-        arrived = time.monotonic() - receive_age(ancillary, wall) if ancillary else time.monotonic()
+        arrived = arrival(ancillary)
         half = self.halves[side]
         link = self.link
         if not data:

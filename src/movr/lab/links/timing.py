@@ -220,6 +220,20 @@ def enable_receive_timestamps(sock: socket.socket) -> bool:
     return True
 
 
+def tune(sock: socket.socket) -> bool:
+    """A socket for a latency path: non-blocking, no Nagle (it would hold a small reply back for up to 40 ms
+    waiting for an ACK), received data stamped by the kernel; returns whether the stamps are on."""
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return enable_receive_timestamps(sock)
+
+
+def arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """When the data of a ``recvmsg`` reached the socket, on ``time.monotonic``'s clock; now if not known."""
+    wall = time.time()  # first (see receive_age): bytes may come out delivered a little late, never early
+    return time.monotonic() - receive_age(ancillary, wall)
+
+
 def receive_age(ancillary: list[tuple[int, int, bytes]], wall: float) -> float:
     """How long ago (seconds, by wall clock ``wall``) the data of a ``recvmsg`` reached the socket; 0 if
     unknown. Read ``wall = time.time()`` before the monotonic time this age is subtracted from: if the
