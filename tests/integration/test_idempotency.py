@@ -129,6 +129,28 @@ def test_a_retried_ride_is_the_first_ride_even_after_it_ended(app, movr_dsn: str
     assert counts(movr_dsn) == before and before["open_rides"] == 0
 
 
+def test_a_write_without_a_key_leaves_the_keys_table_out_of_its_statement(app, monkeypatch) -> None:
+    """The usual write has no key: its one statement names no idempotency_keys, whose table and indexes it
+    would otherwise open on every write (0.14-0.19 ms after idling, docs/lab.md)."""
+    from movr.store.actions import _idempotency
+
+    sent: list[str] = []
+    run_work = _idempotency.run_work
+
+    def recording(store, work):
+        sent.extend(statement.sql for statement in work.statements)
+        return run_work(store, work)
+
+    monkeypatch.setattr(_idempotency, "run_work", recording)
+    rider = Client(app).join("keyless")
+    vehicle = rider.post("/vehicles", {"type": "bike"})
+    assert vehicle.status_code == 201
+    assert rider.post("/rides", {"vehicle_id": vehicle.get_json()["id"]}).status_code == 201
+    assert Client(app).post("/users", {"username": "keyed", "password": PASSWORD, "city": "rome"}, KEY).status_code == 201
+    assert len(sent) == 4  # sign-up, vehicle, ride without a key; the last sign-up with one
+    assert ["idempotency_keys" in sql for sql in sent] == [False, False, False, True]
+
+
 def test_a_refusal_is_the_first_answer_too(app, movr_dsn: str) -> None:
     owner = Client(app).join("owner")
     rider = Client(app).join("rider")

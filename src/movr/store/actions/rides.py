@@ -80,7 +80,7 @@ def start_ride(
     """
     work = Work(
         "start_ride",
-        [Statement(sql, {**params, **remembered.params()})],
+        [Statement(remembered.statement(sql), {**params, **remembered.params()})],
         Home.of_city(city),
     )
     try:

@@ -55,7 +55,8 @@ def register(
         "register",
         [
             Statement(
-                f"""
+                remembered.statement(
+                    f"""
                 WITH {PRIOR}, created AS (
                     INSERT INTO users (city, id, username, password_hash, first_name, last_name, email)
                     SELECT %(city)s::varchar, %(id)s::uuid, %(username)s::varchar, %(password_hash)s::varchar,
@@ -66,7 +67,8 @@ def register(
                     SELECT * FROM created
                 ), {REMEMBER}
                 {ANSWER}
-                """,
+                """
+                ),
                 {**params, **remembered.params()},
             )
         ],

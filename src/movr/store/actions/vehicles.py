@@ -96,7 +96,7 @@ def add_vehicle(
     """
     work = Work(
         "add_vehicle",
-        [Statement(sql, {**params, **session_params(session, city), **remembered.params()})],
+        [Statement(remembered.statement(sql), {**params, **session_params(session, city), **remembered.params()})],
         Home.of_city(city),
     )
     try:
