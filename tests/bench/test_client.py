@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from movr import telemetry_headers as names
+from movr.bench import client as client_module
 from movr.bench.client import STEPS, Client, Figures, Journey, Reply, caller_headers, end_ride, log_in, view_rides
 from movr.web import create_app
 
@@ -224,3 +227,53 @@ def test_the_client_reads_chunked_answers_any_header_case_and_honours_connection
         ("PATCH", "/api/v1/rides/new%20york/r1", "23", b'{"location": "Station"}'),
         ("GET", "/api/v1/rides", None, b""),
     ]
+
+
+class _ReadsLate(socket.socket):
+    """A client socket that, before each read, waits until the server has sent its whole answer, and notes
+    when it read: the answer has reached it by then, and the read comes later."""
+
+    answered: threading.Event
+    reads: list[float]
+
+    def recvmsg(self, *args: Any) -> Any:
+        assert self.answered.wait(5), "the server answered"
+        self.reads.append(time.monotonic())
+        return super().recvmsg(*args)
+
+
+def test_a_reply_arrives_when_its_bytes_reached_the_socket_not_when_the_client_read_them(monkeypatch) -> None:
+    """`Reply.latency_ms` is the wire's: from the request going out to the answer's last bytes reaching the
+    client's socket (the kernel's receive stamp), whenever the client process gets round to reading them."""
+    answered, reads = threading.Event(), []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            answered.set()
+            connection.recv(1)  # until the client closes
+
+    def reading_late(address: tuple[str, int], timeout: float) -> socket.socket:
+        sock = type("Sock", (_ReadsLate,), {"answered": answered, "reads": reads})(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(address)
+        return sock
+
+    monkeypatch.setattr(client_module.socket, "create_connection", reading_late)
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    client = Client(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=5)
+    try:
+        reply = client.exchange("GET", "/healthz", None, {})
+    finally:
+        client.close()
+        server.join(5)
+        listener.close()
+    assert reply.status == 200 and reply.json() == {}
+    assert reply.sent_at < reply.arrived_at < reads[0], "stamped on arrival, before the client read it"
+    assert reply.latency_ms == (reply.arrived_at - reply.sent_at) * 1000

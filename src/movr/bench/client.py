@@ -5,10 +5,13 @@
   the earlier steps returned, and what each step keeps from its answer. `movr bench journey`, `movr demo`
   and `movr bench throughput` all walk this one definition.
 - `Client`: the synchronous transport, one kept-alive connection (the journey, the demo, failover riders,
-  `movr bench path`). A socket and httptools (the C parser the balancer uses), nothing more: every
-  microsecond of the client's own is charged to the lab in every latency measured, and `http.client` (which
-  parses each answer's headers with the email package) took 0.43 ms a request after 20 ms idle where this
-  takes 0.16 ms (a canned answer of the app's headers from a local socket server, median of 300).
+  `movr bench path`). A socket and httptools (the C parser the balancer uses), nothing more: `http.client`
+  (which parses each answer's headers with the email package) took 0.43 ms a request after 20 ms idle where
+  this takes 0.16 ms (a canned answer of the app's headers from a local socket server, median of 300).
+  Each `Reply` also says when its request went out (just before the socket took it) and when its last bytes
+  reached the client's socket (the kernel's receive stamp, as the lab's links and balancer time their legs):
+  `Reply.latency_ms`, what a capture on the client's wire would show. The client process's own wake-up
+  and parsing after the answer arrived are not in it; a caller that times around `send` still sees them.
 - `open_session` / `send_async`: the asyncio transport (aiohttp) for an open-loop load, where many users
   share one connection pool and a blocking client could not keep the schedule.
 - `Reply` and `Figures.from_headers`: an answer, and what its `X-Movr-*` headers say about where and how it
@@ -21,6 +24,7 @@ import http.client
 import json
 import re
 import socket
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +35,7 @@ import httptools
 from multidict import CIMultiDict
 
 from movr import telemetry_headers as names
+from movr.lab.links.timing import RECEIVE_ANCILLARY_SIZE, arrival, enable_receive_timestamps
 from movr.web.location import CITY_HEADER
 
 API = "/api/v1"
@@ -137,6 +142,15 @@ class Reply:
     status: int
     headers: Mapping[str, str]
     body: bytes
+    # On time.monotonic's clock, where the transport knows them (`Client`; 0.0 otherwise): the request went
+    # out, and the answer's last bytes reached the client's socket.
+    sent_at: float = 0.0
+    arrived_at: float = 0.0
+
+    @property
+    def latency_ms(self) -> float:
+        """From the request leaving the client to the answer's last bytes reaching it."""
+        return (self.arrived_at - self.sent_at) * 1000
 
     @property
     def failed(self) -> bool:
@@ -271,12 +285,16 @@ class Client:
         if self._socket is None:
             self._socket = socket.create_connection((self.host, self.port), timeout=self.timeout)
             self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            enable_receive_timestamps(self._socket)  # without them, `arrival` is when the read returned
         connection = self._socket
+        sent_at = time.monotonic()
         connection.sendall(message)
         answer = _Answer()
         received = False
+        arrived_at = sent_at
         while not answer.complete:
-            data = connection.recv(65536)
+            data, ancillary, _flags, _address = connection.recvmsg(65536, RECEIVE_ANCILLARY_SIZE)
+            arrived_at = arrival(ancillary)
             if not data:
                 if not received:  # the server had closed the idle connection: nothing of this answer came
                     raise http.client.RemoteDisconnected("the server closed the connection without answering")
@@ -288,7 +306,8 @@ class Client:
                 raise http.client.HTTPException(f"unreadable answer from {self.host}:{self.port}: {error}") from None
         if not answer.keep_alive:
             self.close()
-        return Reply(answer.parser.get_status_code(), CIMultiDict(answer.headers), b"".join(answer.body))
+        status = answer.parser.get_status_code()
+        return Reply(status, CIMultiDict(answer.headers), b"".join(answer.body), sent_at, arrived_at)
 
     def close(self) -> None:
         if self._socket is not None:
