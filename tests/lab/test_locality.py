@@ -130,6 +130,8 @@ def test_bench_journey_reports_every_figure_and_where_the_excess_goes(tmp_path):
     for row in rows.values():
         assert sum(row["excess_parts_ms"].values()) == pytest.approx(row["excess_ms"], abs=0.01)
         assert row["x_floor"] == pytest.approx(row["client_ms"] / row["floor_ms"])
+        # On the wire, within the time around the client's call (which adds the client's own work).
+        assert 0 < row["client_ms"] <= row["client_process_ms"]
     assert (
         rows[("hybrid", "view rides")]["wan_round_trips"] == 1 and rows[("multi", "view rides")]["wan_round_trips"] == 0
     )
