@@ -229,15 +229,21 @@ def test_the_client_reads_chunked_answers_any_header_case_and_honours_connection
     ]
 
 
+ARRIVAL_CHECK_DAWDLE_S = 0.01
+
+
 class _ReadsLate(socket.socket):
-    """A client socket that, before each read, waits until the server has sent its whole answer, and notes
-    when it read: the answer has reached it by then, and the read comes later."""
+    """A client socket that, before each read, waits until the server has sent its whole answer, then dawdles
+    (a client busy elsewhere), and notes when it read: the answer had reached it well before."""
 
     answered: threading.Event
     reads: list[float]
 
     def recvmsg(self, *args: Any) -> Any:
         assert self.answered.wait(5), "the server answered"
+        # Well above the error of converting the kernel's wall-clock stamp (a preemption between two clock
+        # reads makes an arrival look a little late), well below the age at which a stamp is not believed.
+        time.sleep(ARRIVAL_CHECK_DAWDLE_S)
         self.reads.append(time.monotonic())
         return super().recvmsg(*args)
 
