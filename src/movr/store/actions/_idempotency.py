@@ -4,11 +4,11 @@ A write sent with an idempotency key (the API's Idempotency-Key header) stores i
 statement returned, in `idempotency_keys`, in that same statement and in the home of the row it wrote
 (`%(city)s`); a retry with the key finds it there and returns it, changing nothing. Keys are kept
 IDEMPOTENCY_TTL. The remembering writes spell these pieces out in their one statement:
-  WITH {remembered.prior}, <the action's CTEs, writes gated on FRESH>, outcome AS (<its answer row>),
-       {remembered.remember} {ANSWER}
-Without a key (the usual write) those two pieces touch no table: `prior` is empty and nothing is remembered.
-A statement that opened `idempotency_keys` and its indexes only to find no key cost a write 0.14-0.19 ms
-more, after idling (scripted run of the add-vehicle statement on a lab's server, see docs/lab.md).
+  WITH {PRIOR}, <the action's CTEs, writes gated on FRESH>, outcome AS (<its answer row>), {REMEMBER} {ANSWER}
+and run it as `remembered.statement(sql)`. Without a key (the usual write) PRIOR and REMEMBER give way to
+stand-ins that touch no table: `prior` is empty and nothing is remembered. A statement that opened
+`idempotency_keys` and its indexes only to find no key cost a write 0.14-0.19 ms more after idling (the
+add-vehicle statement on a lab's server, docs/lab.md).
 """
 
 from __future__ import annotations
