@@ -39,6 +39,7 @@ class Message:
     first: bytes = b""  # the target of a request, the status and reason of an answer
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: bytes = b""
+    came_from: int = 0  # of a request: the port of the balancer's connection it came on
 
     def all(self, name: str) -> list[bytes]:
         return [value for key, value in self.headers if key.lower() == name.lower().encode()]
@@ -75,8 +76,18 @@ class _Reader:
         self._current = Message()
 
 
+@dataclass
+class HealthGate:
+    """Holds the stand-in app's answers to health checks while `open` is clear; `arrived` is set by each check."""
+
+    open: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 @asynccontextmanager
-async def raw_app(answer: Callable[[Message], bytes]) -> AsyncIterator[tuple[str, list[Message]]]:
+async def raw_app(
+    answer: Callable[[Message], bytes], health: HealthGate | None = None
+) -> AsyncIterator[tuple[str, list[Message]]]:
     """A stand-in app server answering each request with the raw bytes `answer` makes; the requests it got."""
     seen: list[Message] = []
 
@@ -86,7 +97,11 @@ async def raw_app(answer: Callable[[Message], bytes]) -> AsyncIterator[tuple[str
             requests.parser.feed_data(data)
             while requests.done:
                 request = requests.done.popleft()
+                request.came_from = writer.get_extra_info("peername")[1]
                 if request.first == b"/healthz":  # the balancer's health checks
+                    if health is not None:
+                        health.arrived.set()
+                        await health.open.wait()
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 else:
                     seen.append(request)
@@ -357,6 +372,31 @@ def test_health_checks_use_the_pool_and_the_access_log_leaves_queries_out(caplog
     with caplog.at_level(logging.INFO, logger="movr.lab.balancer"):
         asyncio.run(_health_and_log())
     assert "GET /lab/x%0Ay 200" in caplog.text and "SECRET" not in caplog.text
+
+
+async def _health_beside_requests() -> None:
+    gate = HealthGate()
+    gate.open.set()
+    async with raw_app(_by_target, gate) as (url, seen), balancer_for(url) as (server, connect):
+        client = await connect()
+        client.send(b"GET /before HTTP/1.1\r\nX-Client-City: rome\r\n\r\n")
+        await client.answer()
+        gate.open.clear()
+        gate.arrived.clear()
+        check = asyncio.create_task(server.app[BALANCER_KEY]._probe("europe-west1"))
+        await asyncio.wait_for(gate.arrived.wait(), 10)
+        client.send(b"GET /during HTTP/1.1\r\nX-Client-City: rome\r\n\r\n")
+        await client.answer()
+        gate.open.set()
+        await check
+    assert [request.first for request in seen] == [b"/before", b"/during"]
+    assert seen[0].came_from == seen[1].came_from
+
+
+def test_a_health_check_in_flight_leaves_the_requests_on_their_connection():
+    """A check that took the requests' connection would send the next request down another, perhaps to another
+    of the app server's workers, cold to it (its database connections have yet to plan its statements)."""
+    asyncio.run(_health_beside_requests())
 
 
 async def _city_cache() -> None:

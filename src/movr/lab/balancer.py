@@ -128,8 +128,11 @@ class Balancer:
     def __init__(self, config: BalancerConfig) -> None:
         self.config = config
         self.apps = {region: _App(region, url) for region, url in config.apps.items()}
-        # Requests and health checks go through lean keep-alive pools (movr.lab.upstream).
+        # Requests go through lean keep-alive pools (movr.lab.upstream), health checks through pools of their own:
+        # a check that held a request's connection would send the next request down another one, perhaps to
+        # another of the app server's workers, whose database connections have yet to plan its statements.
         self.upstreams = {region: UpstreamPool(url) for region, url in config.apps.items()}
+        self.health_checks = {region: UpstreamPool(url) for region, url in config.apps.items()}
         self.counters = AccessLinkCounters(list(self.apps))
         self._access: AccessDelay | None = None
         # The lab console's record of forwarded requests (movr.lab.console); None when no console is mounted.
@@ -151,7 +154,7 @@ class Balancer:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             self._access.close()
-            for pool in self.upstreams.values():
+            for pool in (*self.upstreams.values(), *self.health_checks.values()):
                 pool.close()
 
     @property
@@ -291,7 +294,7 @@ class Balancer:
             await asyncio.sleep(HEALTH_INTERVAL_S)  # a polling period, not a distance
 
     async def _probe(self, region: str) -> None:
-        pool = self.upstreams[region]
+        pool = self.health_checks[region]
         try:
             answer = await pool.send(_health_request(pool), head=False, timeout=HEALTH_TIMEOUT_S)
             ok = 200 <= answer.status < 300
