@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ import pytest
 from movr.geo import Preset
 from movr.store import claims
 from movr.store.backend import ServerPool
+from movr.store.regional import RegionalPostgresBackend
 from movr.store.work import UniqueClaim
 
 pytestmark = pytest.mark.integration
@@ -94,3 +96,22 @@ def test_a_claim_meets_its_holder_and_a_local_claim_refuses_anothers(servers) ->
         server.execute("c", [claims.local_claim_statement(second, ROME, until)])
     server.execute("c", [claims.local_claim_statement(first, ROME, until)])  # ours: settled in place
     assert names(server) == {"ada": True}
+
+
+def test_the_resolver_sweeps_on_connections_of_its_own(servers, movr_dsn: str, preset: Preset) -> None:
+    """A sweep never waits for, nor takes, a connection of the requests' pools: with the one connection of Rome's
+    pool held by a request, Rome's resolver still clears an orphaned claim."""
+    claim(servers[ROME], "orphan", lease_ago_s=claims.CLOCK_MARGIN_S + 5)
+    backend = RegionalPostgresBackend.from_urls(dict.fromkeys(preset.region_names, movr_dsn), preset, ROME, pool_size=1)
+    requests_pool = backend.servers[ROME].pool
+    held = requests_pool.getconn()
+    try:
+        backend.start_housekeeping()
+        deadline = time.monotonic() + 5 * claims.SWEEP_INTERVAL_S
+        while "orphan" in names(servers[ROME]) and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling for the sweep, which runs every SWEEP_INTERVAL_S
+        assert "orphan" not in names(servers[ROME])
+        assert requests_pool.get_stats()["requests_num"] == 1  # ours: the resolver asked it for none
+    finally:
+        requests_pool.putconn(held)
+        backend.close()

@@ -63,19 +63,24 @@ class RegionalPostgresBackend(Backend):
         region: str,
         *,
         global_writer: Callable[[], RegionServer] | None = None,
+        housekeeping_servers: Callable[[], Mapping[str, RegionServer]] | None = None,
         directory_regions: Sequence[str] | None = None,
         executor: Executor | None = None,
     ) -> None:
         """`servers`: each region's server, which this backend then owns (closes). `global_writer` opens, on
         the first GLOBAL write, the server that writes GLOBAL tables (default: the primary region's server).
-        `directory_regions`: where username directory entries may live. `executor` runs the parallel parts
-        (search, PREPAREs, phase two, forgetting decisions; default: a thread pool that close() shuts down)."""
+        `housekeeping_servers` opens, when housekeeping starts, the servers the claims resolver sweeps with
+        (default: `servers`). `directory_regions`: where username directory entries may live. `executor` runs
+        the parallel parts (search, PREPAREs, phase two, forgetting decisions; default: a thread pool that
+        close() shuts down)."""
         super().__init__(preset, region)
         _check_regions(preset, servers, directory_regions)
         self.directory_regions = tuple(directory_regions or ())
         self.servers = dict(servers)
         self._open_global_writer = global_writer or (lambda: self.servers[preset.primary_region])
         self._global_writer: RegionServer | None = None
+        self._open_housekeeping_servers = housekeeping_servers or (lambda: self.servers)
+        self._housekeeping_servers: dict[str, RegionServer] = {}
         self._own_pool = executor is None
         self._pool = executor or ThreadPoolExecutor(
             max_workers=4 * len(self.servers), thread_name_prefix="movr-regional"
@@ -115,7 +120,23 @@ class RegionalPostgresBackend(Backend):
                 **options,
             )
 
-        return cls(servers, preset, region, global_writer=global_writer, directory_regions=directory_regions)
+        def housekeeping_servers() -> dict[str, ServerPool]:
+            # The resolver's sweeps on connections of their own. On a request's, a sweep that held the one
+            # connection a request wanted would make the pool open another; the requests would then take turns
+            # on the two, and each statement would be planned again on the new one, as on a cold server.
+            return {
+                name: ServerPool(_conninfo(url), name, wan=name != region, max_size=1, **options)
+                for name, url in region_urls.items()
+            }
+
+        return cls(
+            servers,
+            preset,
+            region,
+            global_writer=global_writer,
+            housekeeping_servers=housekeeping_servers,
+            directory_regions=directory_regions,
+        )
 
     # --- routing ------------------------------------------------------------------------------------
 
@@ -363,7 +384,8 @@ class RegionalPostgresBackend(Backend):
     def start_housekeeping(self) -> None:
         """Settle or clear this region's expired claims in the background (movr.store.claims)."""
         if self._sweeper is None:
-            self._sweeper = claims.ClaimResolver(self.servers, self.region)
+            self._housekeeping_servers = dict(self._open_housekeeping_servers())
+            self._sweeper = claims.ClaimResolver(self._housekeeping_servers, self.region)
             self._sweeper.start()
 
     def ping(self) -> bool:
@@ -380,6 +402,9 @@ class RegionalPostgresBackend(Backend):
             self._pool.shutdown(wait=False, cancel_futures=True)
         for server in self.servers.values():
             server.close()
+        for server in self._housekeeping_servers.values():
+            if server not in self.servers.values():
+                server.close()
         if self._global_writer is not None and self._global_writer not in self.servers.values():
             self._global_writer.close()
 
