@@ -126,8 +126,11 @@ async def _deliveries() -> tuple[list[tuple[float, float, float]], list[str]]:
             done.set_result(None)
 
     try:
+        # Set off together, once all are handed over: a leg whose time had come while the others were still
+        # being handed over (a pause of the test's own process) would rightly go at once, out of this order.
+        set_off = time.monotonic() + 0.010
         for one_way_ms in one_ways:
-            due = access.due(one_way_ms)
+            due = access.due(one_way_ms, not_before=set_off)
             access.deliver(due, lambda due=due, one_way_ms=one_way_ms: arrive(due, one_way_ms))
         access.deliver(access.due(0.0), lambda: at_once.append("zero"))  # nothing to carry: delivered now
         access.deliver(time.monotonic() - 1.0, lambda: at_once.append("past"))
