@@ -92,13 +92,32 @@ def test_a_claim_lost_to_a_user_that_exists_releases_the_claims_made_and_says_ta
     assert trips(servers)[WEST] == 1 and trips(servers)[ROME] == 0  # no user was inserted
 
 
-def test_a_younger_sign_up_that_meets_an_older_one_in_flight_releases_its_claims_and_tries_again():
+HOLDER_SQL = "FROM username_directory WHERE username"
+
+
+def test_a_younger_sign_up_that_meets_an_older_one_in_flight_releases_its_claims_and_tries_again_once_it_is_gone():
     backend, servers, _ = fake_backend(PRESET, ROME)
     servers[WEST].answer(CLAIM_SQL, [holder(OLDER, WEST)], times=1)  # the older one then gave up the name
     servers[ROME].answer("INSERT INTO users", [{"id": 1}])
     assert backend.run(sign_up()) == [[{"id": 1}]]
     assert [t.action for t in servers[NEW_YORK].trips] == ["register_claim", "register_unclaim", "register_claim"]
-    assert [t.action for t in servers[WEST].trips] == ["register_claim", "claims_check", "register_claim"]
+    # Where it lost: the claim, whether the older's user exists, who holds the name now (nobody), the claim.
+    actions = [t.action for t in servers[WEST].trips]
+    assert actions == ["register_claim", "claims_check", "register_claim", "register_claim"]
+    assert HOLDER_SQL in servers[WEST].trips[2].sql[0] and CLAIM_SQL in servers[WEST].trips[3].sql[0]
+
+
+def test_a_younger_sign_up_claims_nothing_again_while_the_older_one_is_in_flight_and_answers_taken_once_it_commits():
+    backend, servers, _ = fake_backend(PRESET, ROME)
+    servers[WEST].answer(CLAIM_SQL, [holder(OLDER, WEST)], times=1)
+    servers[WEST].answer(HOLDER_SQL, [holder(OLDER, WEST)])  # the older one holds the name throughout
+    servers[WEST].answer("FROM users u", [], times=2)  # in flight: asked at the loss, and once more looking
+    servers[WEST].answer("FROM users u", [{"id": OLDER}])  # then its user exists
+    with pytest.raises(NameTaken):
+        backend.run(sign_up())
+    claimed = [sql for server in servers.values() for sql in server.statements() if CLAIM_SQL in sql]
+    assert len(claimed) == 2  # the first round only: taking the name back would only delay the older one
+    assert "INSERT INTO users" not in " ".join(servers[ROME].statements())
 
 
 def test_an_older_sign_up_that_meets_a_younger_one_keeps_its_claims_and_asks_again_where_it_lost():

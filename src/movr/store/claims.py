@@ -10,8 +10,11 @@ made and until when its sign-up may still commit (its lease). A sign-up (movr.st
    commit a user whose other claims a resolver may already have cleared);
 3. if it lost a claim to a user that exists, the name is taken: it deletes the claims it made. If it lost
    to a sign-up still in flight, the older attempt (smaller user id) keeps its claims and tries the lost
-   regions again, the younger deletes its claims and starts over (wait-die: no cycle of waiting sign-ups,
-   so one of several racing sign-ups always wins).
+   regions again; the younger deletes its claims and waits for the older to finish (it reads who holds the
+   name where it lost until the older's user exists, and the name is taken, or its claims are gone) before
+   claiming again. A younger one that claimed again at once would take back what the older needs, and
+   racers that keep doing so can all run out of lease with no user. A waiting sign-up holds no claim, so
+   nothing waits for it: there is no cycle, and one of several racing sign-ups always wins.
 
 A coordinator that dies between 1 and 2 leaves claims whose user never appears. Each app server's resolver
 (`ClaimResolver`) looks at its region's claims whose lease has ended and that nobody has yet seen settled,

@@ -213,22 +213,28 @@ class RegionalPostgresBackend(Backend):
         deadline = time.monotonic() + claims.CLAIM_LEASE_S - claims.CLOCK_MARGIN_S
         others = [region for region in self.claim_regions() if region != home]
         held: set[str] = set()
+        yielded_to: set[str] = set()  # where an older sign-up in flight held the name when we gave ours up
         for attempt in range(1_000):
-            lost = self._claim(claim, [r for r in others if r not in held], until, held)
-            if not lost:
-                if time.monotonic() >= deadline:
-                    # Past the lease a resolver may already have cleared the remote claims: committing the
-                    # user now could leave a name claimed nowhere else. Give them up instead.
-                    break
-                statements = [claims.local_claim_statement(claim, home, until)]
-                try:
-                    return self._on(home, work, statements)[: len(work.statements)]
-                except Exception as error:
-                    if sqlstate_of(error) not in _CLAIM_CONFLICTS:
-                        self._unclaim(claim, held)
-                        raise
-                    lost = {home: self._holders(home, claim)}
-            self._settle_race(claim, lost, held)
+            if yielded_to:
+                # Claiming again before that sign-up has finished would only take back what it needs, and
+                # sign-ups that keep doing so can all run out of time with no user: look until it is gone.
+                lost = self._still_held(claim, yielded_to)
+            else:
+                lost = self._claim(claim, [r for r in others if r not in held], until, held)
+                if not lost:
+                    if time.monotonic() >= deadline:
+                        # Past the lease a resolver may already have cleared the remote claims: committing the
+                        # user now could leave a name claimed nowhere else. Give them up instead.
+                        break
+                    statements = [claims.local_claim_statement(claim, home, until)]
+                    try:
+                        return self._on(home, work, statements)[: len(work.statements)]
+                    except Exception as error:
+                        if sqlstate_of(error) not in _CLAIM_CONFLICTS:
+                            self._unclaim(claim, held)
+                            raise
+                        lost = {home: self._holders(home, claim)}
+            yielded_to = self._settle_race(claim, lost, held) if lost else set()
             pause = random.uniform(0, min(0.2, 0.005 * 2**attempt))  # contention backoff, not a distance
             if time.monotonic() + pause >= deadline:
                 break
@@ -268,10 +274,20 @@ class RegionalPostgresBackend(Backend):
         rows = self.servers[region].execute("register_claim", [claims.holder_statement(claim)])[0]
         return [claims.Holder(**row) for row in rows] or [claims.Holder(None, None, None, False)]
 
-    def _settle_race(self, claim: UniqueClaim, lost: dict[str, list[claims.Holder]], held: set[str]) -> None:
+    def _still_held(self, claim: UniqueClaim, regions: set[str]) -> dict[str, list[claims.Holder]]:
+        """Who holds the name in `regions` now, in one parallel round; regions where nobody does are left out."""
+        futures = {
+            region: self._submit(self.servers[region].execute, "register_claim", [claims.holder_statement(claim)])
+            for region in regions
+        }
+        found = {region: future.result()[0] for region, future in futures.items()}
+        return {region: [claims.Holder(**row) for row in rows] for region, rows in found.items() if rows}
+
+    def _settle_race(self, claim: UniqueClaim, lost: dict[str, list[claims.Holder]], held: set[str]) -> set[str]:
         """A claim was lost. To a user that exists: the name is taken. To a sign-up whose lease has ended
         and that has no user: its claim is cleared. To one in flight: the older of the two (smaller user
-        id) keeps its claims, the younger releases them, and both try again."""
+        id) keeps its claims and tries again; the younger releases them and waits for the older to finish.
+        Returns the regions where an older sign-up in flight holds the name (empty: try again now)."""
         by_home: dict[str, set[tuple[str, str]]] = {}
         for holders in lost.values():
             for h in holders:
@@ -300,9 +316,15 @@ class RegionalPostgresBackend(Backend):
             for r, u in stale
         ]:
             future.result()
-        waiting = [h for holders in lost.values() for h in holders if not h.expired]
-        if any(h.user_id is None or h.user_id < claim.owner_id for h in waiting):
+        older = {
+            region
+            for region, holders in lost.items()
+            for h in holders
+            if not h.expired and (h.user_id is None or h.user_id < claim.owner_id)
+        }
+        if older:
             self._unclaim(claim, held)
+        return older
 
     def _unclaim(self, claim: UniqueClaim, regions: set[str], action: str = "register_unclaim") -> None:
         """Delete this sign-up's claims in `regions`, in parallel; one that cannot be reached is left to its
