@@ -19,11 +19,11 @@ def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
     started: list[Path] = []
 
-    def stand_up(topology: str, preset_name: str = "gcp-3"):
+    def stand_up(topology: str, preset_name: str = "gcp-3", scale: float = LAB_SCALE):
         run_dir = tmp_path_factory.mktemp(f"lab-{topology}")
         started.append(run_dir)
         preset = load_preset(preset_name)
-        state = lab_up(run_dir, preset_name, topology, LAB_SCALE)
+        state = lab_up(run_dir, preset_name, topology, scale)
         # The check made after `lab down` must see every process the lab started, or it proves nothing.
         seen = {process.pid for process in processes_left(run_dir)}
         assert {p.pid for p in state.processes} <= seen, "processes_left misses processes of a running lab"

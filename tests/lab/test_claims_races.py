@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+import requests
 from labkit import app_backend
 
 from movr.domain import errors
@@ -38,6 +39,12 @@ FREED_WITHIN_S = 60.0
 @pytest.fixture(scope="module")
 def lab(lab_factory) -> LabState:
     return lab_factory("multi")
+
+
+@pytest.fixture(scope="module")
+def lab_at_full_distance(lab_factory) -> LabState:
+    """The WAN delays as the preset has them (`movr lab up`'s default): a race's windows as users meet them."""
+    return lab_factory("multi", scale=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +132,42 @@ def test_sign_ups_of_one_name_racing_from_three_regions_leave_exactly_one_user_e
         assert len(winners) == 1 and len(outcomes) == 3, (name, outcomes)
         # The winner's claims, and only those, in every region.
         assert claim_owners(lab, name) == {region: [user_id] for region in lab.plan.servers}
+
+
+def test_sign_ups_of_one_name_racing_through_the_balancer_leave_exactly_one_user_each_time(
+    lab_at_full_distance: LabState,
+) -> None:
+    """The race as users run it: two sign-ups from each region's city at once, through the balancer and the
+    app servers, passwords hashed, over the preset's full distances. Losers that claimed again before the
+    sign-up they had yielded to finished could all run out of lease with no user (4 rounds in 12, before they
+    waited for it)."""
+    lab = lab_at_full_distance
+    racers = [city for city in CITIES.values() for _ in range(2)]
+    for round_ in range(10):
+        name = f"http{round_}{uuid.uuid4().hex[:6]}"
+        barrier = threading.Barrier(len(racers))
+        answers: list[tuple[int, str]] = []
+
+        def sign_up_over_http(city: str, name: str = name, barrier=barrier, answers=answers) -> None:
+            body = {"city": city, "username": name, "password": "a racing password"}
+            barrier.wait()
+            response = requests.post(
+                f"{lab.balancer_url}/api/v1/users",
+                json=body,
+                headers={"X-Client-City": city, "Accept": "application/json"},
+                timeout=60,
+            )
+            code = "created" if response.status_code == 201 else response.json()["error"]["code"]
+            answers.append((response.status_code, code))
+
+        threads = [threading.Thread(target=sign_up_over_http, args=(city,)) for city in racers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(answers)[0] == (201, "created"), (name, answers)
+        assert all(status == 409 for status, _ in sorted(answers)[1:]), (name, answers)
+        assert len(users_named(lab, name)) == 1
 
 
 def test_a_coordinator_killed_between_its_claims_and_its_insert_leaves_the_name_free_again(
