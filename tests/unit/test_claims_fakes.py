@@ -120,6 +120,20 @@ def test_a_younger_sign_up_claims_nothing_again_while_the_older_one_is_in_flight
     assert "INSERT INTO users" not in " ".join(servers[ROME].statements())
 
 
+def test_a_claim_met_by_a_holder_too_recent_to_read_looks_again_and_keeps_it_when_it_is_its_own():
+    """Regions sharing one server (as in tests): the sign-up's two claims make one row, and the later one meets
+    the earlier after its snapshot. The second look finds the sign-up itself: the name is ours, nothing retried."""
+    backend, servers, _ = fake_backend(PRESET, ROME)
+    too_recent = {"user_id": None, "city": None, "region": None, "expired": False}
+    servers[WEST].answer(CLAIM_SQL, [too_recent], times=1)
+    servers[WEST].answer(HOLDER_SQL, [holder(ME, WEST)])
+    servers[ROME].answer("INSERT INTO users", [{"id": 1}])
+    assert backend.run(sign_up()) == [[{"id": 1}]]
+    assert [t.action for t in servers[WEST].trips] == ["register_claim", "register_claim"]
+    assert HOLDER_SQL in servers[WEST].trips[1].sql[0]
+    assert [t.action for t in servers[NEW_YORK].trips] == ["register_claim"]  # kept, never released
+
+
 def test_an_older_sign_up_that_meets_a_younger_one_keeps_its_claims_and_asks_again_where_it_lost():
     backend, servers, _ = fake_backend(PRESET, ROME)
     servers[WEST].answer(CLAIM_SQL, [holder(YOUNGER, WEST)], times=1)
