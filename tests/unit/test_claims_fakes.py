@@ -12,6 +12,7 @@ import uuid
 import pytest
 from fake_servers import FakeServer, fake_backend
 
+from movr.domain.errors import StoreUnavailable
 from movr.geo import load_preset
 from movr.store import claims, stats
 from movr.store.regional import NameTaken
@@ -134,6 +135,16 @@ def test_a_claim_met_by_a_holder_too_recent_to_read_looks_again_and_keeps_it_whe
     assert [t.action for t in servers[NEW_YORK].trips] == ["register_claim"]  # kept, never released
 
 
+def test_a_region_lost_while_looking_again_at_a_holder_releases_the_claims_made():
+    backend, servers, _ = fake_backend(PRESET, ROME)
+    servers[WEST].answer(CLAIM_SQL, [{"user_id": None, "city": None, "region": None, "expired": False}])
+    servers[WEST].answer(HOLDER_SQL, raises=StoreUnavailable("the database in us-west1 is not reachable"))
+    with pytest.raises(StoreUnavailable):
+        backend.run(sign_up())
+    assert UNCLAIM_SQL in servers[NEW_YORK].trips[-1].sql[0]  # the claim won in New York, released
+    assert trips(servers)[ROME] == 0
+
+
 def test_an_older_sign_up_that_meets_a_younger_one_keeps_its_claims_and_asks_again_where_it_lost():
     backend, servers, _ = fake_backend(PRESET, ROME)
     servers[WEST].answer(CLAIM_SQL, [holder(YOUNGER, WEST)], times=1)
@@ -164,7 +175,6 @@ def test_a_local_claim_lost_to_another_sign_up_is_settled_as_a_race_too():
 
 
 def test_a_region_that_cannot_be_reached_fails_the_sign_up_and_the_claims_made_are_released():
-    from movr.domain.errors import StoreUnavailable
 
     backend, servers, _ = fake_backend(PRESET, ROME)
     servers[WEST].fail_next["execute"] = StoreUnavailable()
@@ -237,7 +247,6 @@ def test_the_resolver_settles_claims_of_users_that_exist_and_clears_the_others()
 
 
 def test_the_resolver_leaves_claims_whose_home_cannot_be_reached_and_asks_nothing_when_none_expired():
-    from movr.domain.errors import StoreUnavailable
 
     servers = {name: FakeServer(name) for name in PRESET.region_names}
     assert claims.resolve_claims(servers, WEST) == claims.Resolution(0, [])

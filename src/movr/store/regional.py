@@ -265,12 +265,22 @@ class RegionalPostgresBackend(Backend):
                 lost[region] = [claims.Holder(**row) for row in rows]
             else:
                 held.add(region)
+        if failure is None:
+            try:
+                self._identify_unread_holders(claim, lost, held)
+            except Exception as error:
+                failure = error
         if failure is not None:
             self._unclaim(claim, held)
             raise failure
-        # A holder that committed after a claim's snapshot shows as NULLs: who it is takes another look. It can
-        # be this sign-up itself where regions share a server (as in tests): its claim in another region
-        # made the same row, and the name is then ours there too.
+        return lost
+
+    def _identify_unread_holders(
+        self, claim: UniqueClaim, lost: dict[str, list[claims.Holder]], held: set[str]
+    ) -> None:
+        """A holder that committed after a claim's snapshot shows as NULLs: look again to learn who it is. It can
+        be this sign-up itself where regions share a server (as in tests): its claim in another region made the
+        same row, and the name is then ours there too (moved from `lost` to `held`)."""
         for region in [region for region, holders in lost.items() if all(h.user_id is None for h in holders)]:
             holders = self._holders(region, claim)
             if any(h.user_id == claim.owner_id for h in holders):
@@ -278,7 +288,6 @@ class RegionalPostgresBackend(Backend):
                 del lost[region]
             else:
                 lost[region] = holders
-        return lost
 
     def _holders(self, region: str, claim: UniqueClaim) -> list[claims.Holder]:
         rows = self.servers[region].execute("register_claim", [claims.holder_statement(claim)])[0]
