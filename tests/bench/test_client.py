@@ -248,9 +248,9 @@ class _ReadsLate(socket.socket):
         return super().recvmsg(*args)
 
 
-def test_a_reply_arrives_when_its_bytes_reached_the_socket_not_when_the_client_read_them(monkeypatch) -> None:
-    """`Reply.latency_ms` is the wire's: from the request going out to the answer's last bytes reaching the
-    client's socket (the kernel's receive stamp), whenever the client process gets round to reading them."""
+def _exchange_read_late(monkeypatch: pytest.MonkeyPatch) -> tuple[Reply, float]:
+    """One exchange with a server that answers at once, by a client that reads the answer late; the reply and
+    when the client began to read it."""
     answered, reads = threading.Event(), []
     listener = socket.create_server(("127.0.0.1", 0))
 
@@ -280,6 +280,20 @@ def test_a_reply_arrives_when_its_bytes_reached_the_socket_not_when_the_client_r
         client.close()
         server.join(5)
         listener.close()
-    assert reply.status == 200 and reply.json() == {}
-    assert reply.sent_at < reply.arrived_at < reads[0], "stamped on arrival, before the client read it"
-    assert reply.latency_ms == (reply.arrived_at - reply.sent_at) * 1000
+    return reply, reads[0]
+
+
+def test_a_reply_arrives_when_its_bytes_reached_the_socket_not_when_the_client_read_them(monkeypatch) -> None:
+    """`Reply.latency_ms` is the wire's: from the request going out to the answer's last bytes reaching the
+    client's socket (the kernel's receive stamp), whenever the client process gets round to reading them.
+
+    A stamp is not always to be had or believed (CI once saw an answer timed at its read, 10 ms after it
+    arrived); the client then takes the read time, by design (movr.lab.links.timing.receive_age). So up to
+    three exchanges: one stamped on arrival is what is asserted, and a client that never stamps fails all three."""
+    for _ in range(3):
+        reply, read_at = _exchange_read_late(monkeypatch)
+        assert reply.status == 200 and reply.json() == {}
+        assert reply.latency_ms == (reply.arrived_at - reply.sent_at) * 1000
+        if reply.arrived_at < read_at:
+            break
+    assert reply.sent_at < reply.arrived_at < read_at, "stamped on arrival, before the client read it"
