@@ -43,6 +43,8 @@ DIRECTORY_DDL = claims.DIRECTORY_DDL
 REGIONAL_TABLES_IN_LAB = ("idempotency_keys", "rides", "vehicles", "users", claims.DIRECTORY_TABLE)
 # A local claim that met another sign-up's: its primary key (a plain INSERT) or the NOT NULL of its upsert.
 _CLAIM_CONFLICTS = frozenset({"23505", "23502"})
+# Who holds a name where the holder could not be read (gone, or committed after the read's snapshot).
+_UNREAD_HOLDER = claims.Holder(None, None, None, False)
 
 log = logging.getLogger(__name__)
 
@@ -281,8 +283,12 @@ class RegionalPostgresBackend(Backend):
         """A holder that committed after a claim's snapshot shows as NULLs: look again to learn who it is. It can
         be this sign-up itself where regions share a server (as in tests): its claim in another region made the
         same row, and the name is then ours there too (moved from `lost` to `held`)."""
-        for region in [region for region, holders in lost.items() if all(h.user_id is None for h in holders)]:
-            holders = self._holders(region, claim)
+        unread = {region for region, holders in lost.items() if all(h.user_id is None for h in holders)}
+        if not unread:
+            return
+        found = self._still_held(claim, unread)  # one parallel round, however many regions
+        for region in unread:
+            holders = found.get(region) or [_UNREAD_HOLDER]
             if any(h.user_id == claim.owner_id for h in holders):
                 held.add(region)
                 del lost[region]
@@ -290,8 +296,7 @@ class RegionalPostgresBackend(Backend):
                 lost[region] = holders
 
     def _holders(self, region: str, claim: UniqueClaim) -> list[claims.Holder]:
-        rows = self.servers[region].execute("register_claim", [claims.holder_statement(claim)])[0]
-        return [claims.Holder(**row) for row in rows] or [claims.Holder(None, None, None, False)]
+        return self._still_held(claim, {region}).get(region) or [_UNREAD_HOLDER]
 
     def _still_held(self, claim: UniqueClaim, regions: set[str]) -> dict[str, list[claims.Holder]]:
         """Who holds the name in `regions` now, in one parallel round; regions where nobody does are left out."""
