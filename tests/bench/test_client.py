@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import select
 import socket
 import threading
 import time
@@ -241,6 +242,8 @@ class _ReadsLate(socket.socket):
 
     def recvmsg(self, *args: Any) -> Any:
         assert self.answered.wait(5), "the server answered"
+        # Sent is not yet received: on a loaded machine the kernel may deliver (and stamp) loopback bytes later.
+        assert select.select([self], [], [], 5)[0], "the answer reached the socket"
         # Well above the error of converting the kernel's wall-clock stamp (a preemption between two clock
         # reads makes an arrival look a little late), well below the age at which a stamp is not believed.
         time.sleep(ARRIVAL_CHECK_DAWDLE_S)
